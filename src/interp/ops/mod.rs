@@ -1,0 +1,146 @@
+//! Forward kernels, one file per op family, and the dispatch from `Op` to kernel.
+
+pub mod conv;
+pub mod elementwise;
+pub mod matmul;
+pub mod norm;
+pub mod pool;
+pub mod reduce;
+pub mod resize;
+pub mod shape;
+pub mod util;
+
+use crate::ir::Op;
+use crate::tensor::{Real, Tensor, tensor_from_proto};
+use ndarray::{ArrayD, IxDyn};
+use util::{OpResult, ints, opt, req};
+
+/// Evaluates one op. `n_out` is the number of outputs the node declares.
+pub fn eval<S: Real>(op: &Op, inputs: &[Option<&Tensor<S>>], n_out: usize) -> OpResult<S> {
+    let x = || req(inputs, 0);
+    match op {
+        Op::Unary(u) => elementwise::unary(*u, x()?),
+        Op::Binary(b) => elementwise::binary(*b, x()?, req(inputs, 1)?),
+        Op::Compare(c) => elementwise::compare(*c, x()?, req(inputs, 1)?),
+        Op::Logic(l) => elementwise::logic(*l, x()?, req(inputs, 1)?),
+        Op::Not => elementwise::not(x()?),
+        Op::Variadic(v) => elementwise::variadic(*v, inputs),
+        Op::Where => elementwise::where_(x()?, req(inputs, 1)?, req(inputs, 2)?),
+        Op::PRelu => elementwise::prelu(x()?, req(inputs, 1)?),
+        Op::Clip { min, max, attr_form } => {
+            let (lo, hi) = if *attr_form {
+                (min.map(f64::from), max.map(f64::from))
+            } else {
+                let bound = |i| -> Result<Option<f64>, String> {
+                    opt(inputs, i).filter(|t| !t.is_empty()).map(|t| util::scalar_f64(t, "Clip bound")).transpose()
+                };
+                (bound(1)?, bound(2)?)
+            };
+            elementwise::clip(x()?, lo, hi)
+        }
+        Op::Conv { window, group } => conv::conv(x()?, req(inputs, 1)?, opt(inputs, 2), window, *group),
+        Op::ConvTranspose(a) => conv::conv_transpose(x()?, req(inputs, 1)?, opt(inputs, 2), a),
+        Op::Gemm { alpha, beta, trans_a, trans_b } => {
+            matmul::gemm_op(x()?, req(inputs, 1)?, opt(inputs, 2), *alpha, *beta, *trans_a, *trans_b)
+        }
+        Op::MatMul => matmul::matmul(x()?, req(inputs, 1)?),
+        Op::BatchNorm { epsilon } => norm::batch_norm(inputs, *epsilon),
+        Op::LayerNorm { axis, epsilon } => norm::layer_norm(inputs, *axis, *epsilon, n_out),
+        Op::InstanceNorm { epsilon } => norm::instance_norm(inputs, *epsilon),
+        Op::Lrn { size, alpha, beta, bias } => norm::lrn(x()?, *size, *alpha, *beta, *bias),
+        Op::Softmax { axis, legacy, log } => norm::softmax(x()?, *axis, *legacy, *log),
+        Op::Pool { kind, window, ceil_mode } => pool::pool(x()?, *kind, window, *ceil_mode),
+        Op::GlobalPool(kind) => pool::global_pool(x()?, *kind),
+        Op::Resize(r) => resize::resize(inputs, r),
+        Op::Pad { mode, attr } => {
+            let (pads, value, axes) = match attr {
+                Some((p, v)) => (p.clone(), *v as f64, None),
+                None => {
+                    let pads = ints(req(inputs, 1)?, "pads")?;
+                    let value = match opt(inputs, 2).filter(|t| !t.is_empty()) {
+                        Some(t) => util::scalar_f64(t, "constant_value")?,
+                        None => 0.0,
+                    };
+                    let axes = opt(inputs, 3).map(|t| ints(t, "axes")).transpose()?;
+                    (pads, value, axes)
+                }
+            };
+            shape::pad(x()?, *mode, &pads, value, axes.as_deref())
+        }
+        Op::Flatten { axis } => shape::flatten(x()?, *axis),
+        Op::Reshape { allowzero } => shape::reshape(x()?, req(inputs, 1)?, *allowzero),
+        Op::Transpose { perm } => shape::transpose(x()?, perm.as_deref()),
+        Op::Squeeze { axes } => {
+            let axes = match axes {
+                Some(a) => Some(a.clone()),
+                None => opt(inputs, 1).map(|t| ints(t, "axes")).transpose()?,
+            };
+            shape::squeeze(x()?, axes)
+        }
+        Op::Unsqueeze { axes } => {
+            let axes = match axes {
+                Some(a) => a.clone(),
+                None => ints(req(inputs, 1)?, "axes")?,
+            };
+            shape::unsqueeze(x()?, &axes)
+        }
+        Op::Split { axis, split } => {
+            let sizes = match split {
+                Some(s) => Some(s.clone()),
+                None => opt(inputs, 1).filter(|t| !t.is_empty()).map(|t| ints(t, "split")).transpose()?,
+            };
+            shape::split(x()?, *axis, sizes, n_out)
+        }
+        Op::Slice { attr } => match attr {
+            Some((s, e, a)) => shape::slice(x()?, s, e, a.as_deref(), None),
+            None => {
+                let starts = ints(req(inputs, 1)?, "starts")?;
+                let ends = ints(req(inputs, 2)?, "ends")?;
+                let axes = opt(inputs, 3).map(|t| ints(t, "axes")).transpose()?;
+                let steps = opt(inputs, 4).map(|t| ints(t, "steps")).transpose()?;
+                shape::slice(x()?, &starts, &ends, axes.as_deref(), steps.as_deref())
+            }
+        },
+        Op::Concat { axis } => shape::concat(inputs, *axis),
+        Op::Gather { axis } => shape::gather(x()?, req(inputs, 1)?, *axis),
+        Op::GatherElements { axis } => shape::gather_elements(x()?, req(inputs, 1)?, *axis),
+        Op::Expand => shape::expand(x()?, req(inputs, 1)?),
+        Op::Tile => shape::tile(x()?, req(inputs, 1)?),
+        Op::Cast { to } => shape::cast(x()?, *to),
+        Op::CastLike => shape::cast(x()?, req(inputs, 1)?.dtype),
+        Op::Shape { start, end } => shape::shape_of(x()?, *start, *end),
+        Op::Size => shape::size(x()?),
+        Op::Range => shape::range(x()?, req(inputs, 1)?, req(inputs, 2)?),
+        Op::ConstantOfShape { value } => shape::constant_of_shape(x()?, value.as_ref()),
+        Op::Constant { value } => Ok(vec![tensor_from_proto(value)?]),
+        Op::Identity => Ok(vec![x()?.clone()]),
+        Op::Dropout => {
+            let t = x()?;
+            let mut out = vec![t.clone()];
+            if n_out > 1 {
+                out.push(Tensor::bool(ArrayD::from_elem(IxDyn(t.shape()), true)));
+            }
+            Ok(out)
+        }
+        Op::Reduce { kind, axes, keepdims, noop_with_empty_axes } => {
+            let axes = match axes {
+                Some(a) => Some(a.clone()),
+                None => opt(inputs, 1).map(|t| ints(t, "axes")).transpose()?,
+            };
+            reduce::reduce(x()?, *kind, axes, *keepdims, *noop_with_empty_axes)
+        }
+        Op::ArgExtreme { max, axis, keepdims, select_last_index } => {
+            reduce::arg_extreme(x()?, *max, *axis, *keepdims, *select_last_index)
+        }
+        Op::TopK { axis, largest, sorted: _, k } => {
+            let k = match k {
+                Some(k) => *k,
+                None => {
+                    let v = ints(req(inputs, 1)?, "K")?;
+                    *v.first().ok_or("K is empty")?
+                }
+            };
+            reduce::top_k(x()?, k, *axis, *largest)
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! onnx-prune: turns an ONNX model into a smaller one that computes nearly the same function.
+//!
+//! Stages, one module each: [`onnx`] (protobuf I/O), [`ir`] (typed graph), [`interp`] (the
+//! interpreter), [`tensor`] (the tensor and scalar types every stage shares).
+
+pub mod error;
+pub mod interp;
+pub mod ir;
+pub mod onnx;
+pub mod tensor;
+
+pub use error::{Error, Result};
