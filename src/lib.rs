@@ -3,10 +3,14 @@
 //! Stages, one module each: [`onnx`] (protobuf I/O), [`ir`] (typed graph), [`interp`] (the
 //! interpreter), [`tensor`] (the tensor and scalar types every stage shares).
 
+pub mod data;
 pub mod error;
+pub mod inspect;
 pub mod interp;
 pub mod ir;
 pub mod onnx;
+pub mod runtime;
 pub mod tensor;
+pub mod validate;
 
 pub use error::{Error, Result};

@@ -1,45 +1,82 @@
-//! Runs a graph: feeds checked against the declared inputs, nodes evaluated in order, each
-//! intermediate value dropped after its last use unless the caller asks to keep everything.
+//! Runs a graph: feeds checked against the declared inputs, steps evaluated in order, each
+//! intermediate value dropped after its last use.
+//!
+//! Two plans: `Engine::exact` runs node by node and can keep every value (shape inference, the
+//! differentiable passes); `Engine::new` is for forward-only inference and fuses what
+//! onnxruntime fuses too (BatchNormalization folded into the Conv before it, an activation into
+//! the Conv's epilogue) and reuses dead buffers for elementwise ops.
 
 use super::ops;
+use super::ops::conv::{ConvShape, conv_raw, conv_shape};
+use super::ops::elementwise::Act;
 use crate::error::{Error, Result};
+use crate::ir::op::{Unary, Window};
 use crate::ir::{Dim, Graph, Op, ValueId};
-use crate::tensor::{DType, Real, Storage, Tensor};
+use crate::tensor::{DType, Data, Real, Storage, Tensor};
+use ndarray::{ArrayD, IxDyn};
 
 /// Graph inputs by name.
 pub type Feeds<S> = Vec<(String, Tensor<S>)>;
+
+enum StepKind<'g, S> {
+    Node(&'g Op),
+    /// Conv with folded BatchNormalization and/or a fused activation; weights prepared.
+    Conv {
+        window: &'g Window,
+        group: usize,
+        w: Vec<S>,
+        w_shape: Vec<usize>,
+        b: Option<Vec<S>>,
+        act: Option<Act>,
+    },
+}
+
+struct Step<'g, S> {
+    /// The graph node this step starts from (for error messages).
+    node: usize,
+    kind: StepKind<'g, S>,
+    inputs: Vec<Option<ValueId>>,
+    outputs: Vec<Option<ValueId>>,
+}
 
 pub struct Engine<'g, S: Real> {
     pub graph: &'g Graph,
     /// Weights (initializers and Constant outputs) converted to the compute type, by value id.
     consts: Vec<Option<Tensor<S>>>,
-    /// Index of the last node reading each value (`usize::MAX`: a graph output, never freed).
+    steps: Vec<Step<'g, S>>,
+    /// Index of the last step reading each value (`usize::MAX`: a graph output, never freed).
     last_use: Vec<usize>,
+    fused: bool,
 }
 
 impl<'g, S: Real> Engine<'g, S> {
-    /// Prepares a graph for execution; fails with the full list of unsupported ops.
+    /// A forward-only plan with fusions; intermediate values of fused nodes are not computed.
     pub fn new(graph: &'g Graph) -> Result<Self> {
+        Self::build(graph, true)
+    }
+
+    /// Node-by-node execution: every value of the graph is computed.
+    pub fn exact(graph: &'g Graph) -> Result<Self> {
+        Self::build(graph, false)
+    }
+
+    fn build(graph: &'g Graph, fuse: bool) -> Result<Self> {
         graph.check_supported()?;
         let mut consts: Vec<Option<Tensor<S>>> = vec![None; graph.values.len()];
         for (&id, w) in &graph.weights {
             consts[id] = Some(w.tensor.convert());
         }
+        let steps = if fuse { plan_fused(graph, &consts) } else { plan_exact(graph) };
         let mut last_use = vec![0usize; graph.values.len()];
-        for (i, n) in graph.nodes.iter().enumerate() {
-            for &v in n.inputs.iter().flatten() {
+        for (i, s) in steps.iter().enumerate() {
+            for &v in s.inputs.iter().flatten() {
                 last_use[v] = i;
             }
         }
         for &o in &graph.outputs {
             last_use[o] = usize::MAX;
         }
-        Ok(Engine { graph, consts, last_use })
-    }
-
-    /// Replaces the weights with ones computed elsewhere (e.g. decoded in f64 from the file).
-    pub fn set_const(&mut self, id: ValueId, t: Tensor<S>) {
-        self.consts[id] = Some(t);
+        Ok(Engine { graph, consts, steps, last_use, fused: fuse })
     }
 
     /// Checks feeds against the graph's inputs: every input given once, storage and declared
@@ -48,13 +85,10 @@ impl<'g, S: Real> Engine<'g, S> {
         let g = self.graph;
         let mut slots: Vec<Option<Tensor<S>>> = vec![None; g.values.len()];
         for (name, t) in feeds {
-            let id = g
-                .id(&name)
-                .filter(|id| g.inputs.contains(id))
-                .ok_or_else(|| {
-                    let names: Vec<&str> = g.inputs.iter().map(|&i| g.name(i)).collect();
-                    Error::Data(format!("{name:?} is not an input of the model (inputs: {names:?})"))
-                })?;
+            let id = g.id(&name).filter(|id| g.inputs.contains(id)).ok_or_else(|| {
+                let names: Vec<&str> = g.inputs.iter().map(|&i| g.name(i)).collect();
+                Error::Data(format!("{name:?} is not an input of the model (inputs: {names:?})"))
+            })?;
             let info = &g.values[id];
             if let Some(dt) = info.dtype
                 && dt.storage() != t.dtype.storage()
@@ -102,7 +136,8 @@ impl<'g, S: Real> Engine<'g, S> {
             .collect()
     }
 
-    /// Runs the graph keeping every value (indexed by value id); weights included.
+    /// Runs the graph keeping every value (indexed by value id), weights included. On a fused
+    /// engine (`Engine::new`) the values inside fused groups are absent.
     pub fn run_all(&self, feeds: Feeds<S>) -> Result<Vec<Option<Tensor<S>>>> {
         let mut values = self.execute(feeds, true)?;
         for (slot, c) in values.iter_mut().zip(&self.consts) {
@@ -113,44 +148,232 @@ impl<'g, S: Real> Engine<'g, S> {
         Ok(values)
     }
 
+    /// Whether this engine fuses nodes (see `Engine::new`).
+    pub fn is_fused(&self) -> bool {
+        self.fused
+    }
+
     fn execute(&self, feeds: Feeds<S>, keep: bool) -> Result<Vec<Option<Tensor<S>>>> {
         let mut values = self.check_feeds(feeds)?;
-        for (i, node) in self.graph.nodes.iter().enumerate() {
-            let op = node.op.as_ref().expect("checked at Engine::new");
-            if matches!(op, Op::Constant { .. }) {
-                continue;
+        for (i, step) in self.steps.iter().enumerate() {
+            let node = &self.graph.nodes[step.node];
+            let fail = |m: String| Error::graph(node.label(), m);
+            if let Some(k) = step.inputs.iter().position(|v| v.is_some_and(|v| values[v].is_none() && self.consts[v].is_none())) {
+                return Err(fail(format!("input {:?} has no value", self.graph.name(step.inputs[k].expect("some")))));
+            }
+            // Elementwise steps write over their first input when nothing else needs it.
+            if !keep
+                && let StepKind::Node(op) = &step.kind
+                && let Some(Some(first)) = step.inputs.first()
+                && self.last_use[*first] == i
+                && self.consts[*first].is_none()
+                && step.inputs.iter().skip(1).all(|v| *v != Some(*first))
+                && let Some(Some(out)) = step.outputs.first()
+                && step.outputs.len() == 1
+            {
+                let mut x = values[*first].take().expect("checked above");
+                let rest: Vec<Option<&Tensor<S>>> = step.inputs[1..]
+                    .iter()
+                    .map(|v| v.and_then(|v| values[v].as_ref().or(self.consts[v].as_ref())))
+                    .collect();
+                if ops::eval_inplace(op, &mut x, &rest).map_err(fail)? {
+                    values[*out] = Some(x);
+                    self.free(i, step, &mut values);
+                    continue;
+                }
+                values[*first] = Some(x);
             }
             let outs = {
-                let inputs: Vec<Option<&Tensor<S>>> = node
+                let inputs: Vec<Option<&Tensor<S>>> = step
                     .inputs
                     .iter()
                     .map(|v| v.and_then(|v| values[v].as_ref().or(self.consts[v].as_ref())))
                     .collect();
-                if let Some(k) = node.inputs.iter().position(|v| v.is_some_and(|v| values[v].is_none() && self.consts[v].is_none())) {
-                    return Err(Error::graph(
-                        node.label(),
-                        format!("input {:?} has no value", self.graph.name(node.inputs[k].expect("some"))),
-                    ));
+                match &step.kind {
+                    StepKind::Node(op) => ops::eval(op, &inputs, step.outputs.len()).map_err(fail)?,
+                    StepKind::Conv { window, group, w, w_shape, b, act } => {
+                        let x = ops::util::req(&inputs, 0).map_err(fail)?;
+                        vec![fused_conv(x, window, *group, w, w_shape, b.as_deref(), *act).map_err(fail)?]
+                    }
                 }
-                ops::eval(op, &inputs, node.outputs.len()).map_err(|m| Error::graph(node.label(), m))?
             };
-            for (k, slot) in node.outputs.iter().enumerate() {
+            for (k, slot) in step.outputs.iter().enumerate() {
                 let Some(id) = slot else { continue };
-                let t = outs.get(k).cloned().ok_or_else(|| {
-                    Error::graph(node.label(), format!("output {k} is not produced by this implementation"))
-                })?;
+                let t = outs
+                    .get(k)
+                    .cloned()
+                    .ok_or_else(|| fail(format!("output {k} is not produced by this implementation")))?;
                 values[*id] = Some(t);
             }
             if !keep {
-                for &v in node.inputs.iter().flatten() {
-                    if self.last_use[v] == i {
-                        values[v] = None;
-                    }
-                }
+                self.free(i, step, &mut values);
             }
         }
         Ok(values)
     }
+
+    fn free(&self, i: usize, step: &Step<'g, S>, values: &mut [Option<Tensor<S>>]) {
+        for &v in step.inputs.iter().flatten() {
+            if self.last_use[v] == i {
+                values[v] = None;
+            }
+        }
+    }
+}
+
+fn fused_conv<S: Real>(
+    x: &Tensor<S>,
+    window: &Window,
+    group: usize,
+    w: &[S],
+    w_shape: &[usize],
+    b: Option<&[S]>,
+    act: Option<Act>,
+) -> std::result::Result<Tensor<S>, String> {
+    let xa = ops::util::float(x, "X")?.as_standard_layout();
+    let sh: ConvShape = conv_shape(xa.shape(), w_shape, window, group)?;
+    let out = conv_raw(xa.as_slice().expect("standard"), w, b, &sh, act);
+    Ok(Tensor::float(x.dtype, ArrayD::from_shape_vec(IxDyn(&sh.out_shape), out).expect("sized")))
+}
+
+fn plan_exact<'g, S>(graph: &'g Graph) -> Vec<Step<'g, S>> {
+    graph
+        .nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| {
+            let op = n.op.as_ref().expect("checked supported");
+            (!matches!(op, Op::Constant { .. })).then(|| Step {
+                node: i,
+                kind: StepKind::Node(op),
+                inputs: n.inputs.clone(),
+                outputs: n.outputs.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Activations that can run in a Conv's epilogue.
+fn fusable_act<S: Real>(op: &Op, inputs: &[Option<ValueId>], consts: &[Option<Tensor<S>>]) -> Option<Act> {
+    match op {
+        Op::Unary(u) => match u {
+            Unary::Relu
+            | Unary::Sigmoid
+            | Unary::Tanh
+            | Unary::HardSwish
+            | Unary::LeakyRelu { .. }
+            | Unary::Elu { .. }
+            | Unary::HardSigmoid { .. }
+            | Unary::Gelu { .. }
+            | Unary::Selu { .. }
+            | Unary::Softplus => Some(Act::Unary(*u)),
+            _ => None,
+        },
+        Op::Clip { min, max, attr_form } => {
+            let bounds: Vec<Option<&Tensor<S>>> = inputs[1..]
+                .iter()
+                .map(|v| match v {
+                    None => Some(None),
+                    Some(v) => consts[*v].as_ref().map(Some),
+                })
+                .collect::<Option<Vec<_>>>()?;
+            let (lo, hi) = ops::clip_bounds(*min, *max, *attr_form, &bounds).ok()?;
+            Some(Act::Clip { lo: lo.unwrap_or(f64::NEG_INFINITY), hi: hi.unwrap_or(f64::INFINITY) })
+        }
+        _ => None,
+    }
+}
+
+fn const_floats<S: Real>(consts: &[Option<Tensor<S>>], v: Option<ValueId>) -> Option<Vec<S>> {
+    let t = consts[v?].as_ref()?;
+    match &t.data {
+        Data::Float(a) => Some(a.iter().copied().collect()),
+        _ => None,
+    }
+}
+
+fn plan_fused<'g, S: Real>(graph: &'g Graph, consts: &[Option<Tensor<S>>]) -> Vec<Step<'g, S>> {
+    let mut uses = vec![0usize; graph.values.len()];
+    let mut consumer = vec![usize::MAX; graph.values.len()];
+    for (i, n) in graph.nodes.iter().enumerate() {
+        for &v in n.inputs.iter().flatten() {
+            uses[v] += 1;
+            consumer[v] = i;
+        }
+    }
+    for &o in &graph.outputs {
+        uses[o] += 1;
+    }
+    // The node that alone reads `v` (and `v` is no graph output), if any.
+    let sole = |v: ValueId| (uses[v] == 1 && consumer[v] != usize::MAX).then_some(consumer[v]);
+    let mut absorbed = vec![false; graph.nodes.len()];
+    let mut steps = Vec::new();
+    for (i, n) in graph.nodes.iter().enumerate() {
+        if absorbed[i] {
+            continue;
+        }
+        let op = n.op.as_ref().expect("checked supported");
+        if matches!(op, Op::Constant { .. }) {
+            continue;
+        }
+        if let Op::Conv { window, group } = op
+            && n.outputs.len() == 1
+            && let Some(w) = const_floats(consts, n.inputs.get(1).copied().flatten())
+            && let Some(w_shape) = n.inputs[1].and_then(|v| consts[v].as_ref()).map(|t| t.shape().to_vec())
+            && !w_shape.is_empty()
+            && (n.inputs.get(2).copied().flatten().is_none() || const_floats(consts, n.inputs[2]).is_some())
+        {
+            let m = w_shape[0];
+            let mut w = w;
+            let mut b = const_floats(consts, n.inputs.get(2).copied().flatten());
+            let mut out = n.outputs[0].expect("conv output");
+            let mut changed = false;
+            // Fold a BatchNormalization whose statistics are constants.
+            if let Some(j) = sole(out)
+                && let Ok(Op::BatchNorm { epsilon }) = &graph.nodes[j].op
+                && graph.nodes[j].inputs.first() == Some(&Some(out))
+                && graph.nodes[j].outputs.len() == 1
+                && let [Some(sc), Some(bi), Some(mu), Some(var)] =
+                    [1, 2, 3, 4].map(|k| const_floats(consts, graph.nodes[j].inputs.get(k).copied().flatten()))
+                && [&sc, &bi, &mu, &var].iter().all(|v| v.len() == m)
+            {
+                let per = w.len() / m;
+                let mut bias = b.take().unwrap_or_else(|| vec![S::zero(); m]);
+                for c in 0..m {
+                    let s = sc[c] / (var[c] + S::from_f64(*epsilon as f64)).sqrt();
+                    w[c * per..(c + 1) * per].iter_mut().for_each(|x| *x *= s);
+                    bias[c] = (bias[c] - mu[c]) * s + bi[c];
+                }
+                b = Some(bias);
+                absorbed[j] = true;
+                out = graph.nodes[j].outputs[0].expect("bn output");
+                changed = true;
+            }
+            let mut act = None;
+            if let Some(j) = sole(out)
+                && graph.nodes[j].outputs.len() == 1
+                && graph.nodes[j].inputs.first() == Some(&Some(out))
+                && let Ok(op_j) = &graph.nodes[j].op
+                && let Some(a) = fusable_act(op_j, &graph.nodes[j].inputs, consts)
+            {
+                act = Some(a);
+                absorbed[j] = true;
+                out = graph.nodes[j].outputs[0].expect("act output");
+                changed = true;
+            }
+            if changed {
+                steps.push(Step {
+                    node: i,
+                    kind: StepKind::Conv { window, group: *group, w, w_shape, b, act },
+                    inputs: vec![n.inputs[0]],
+                    outputs: vec![Some(out)],
+                });
+                continue;
+            }
+        }
+        steps.push(Step { node: i, kind: StepKind::Node(op), inputs: n.inputs.clone(), outputs: n.outputs.clone() });
+    }
+    steps
 }
 
 pub fn fmt_shape(shape: &[Dim]) -> String {
@@ -165,9 +388,8 @@ pub fn fmt_shape(shape: &[Dim]) -> String {
     format!("[{}]", parts.join(", "))
 }
 
-/// The storage a declared input needs for zero-filled probes.
+/// A zero-filled tensor of a declared input's dtype (for shape probes).
 pub fn zero_tensor<S: Real>(dtype: DType, shape: &[usize]) -> Tensor<S> {
-    use ndarray::{ArrayD, IxDyn};
     match dtype.storage() {
         Storage::Int => Tensor::int(dtype, ArrayD::from_elem(IxDyn(shape), 0)),
         Storage::Bool => Tensor::bool(ArrayD::from_elem(IxDyn(shape), false)),

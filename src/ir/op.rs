@@ -387,6 +387,9 @@ impl Op {
             return Err(ParseError::UnknownOp);
         }
         let a = Attrs::new(&node.attribute);
+        if node.op_type() == "MaxPool" && node.output.get(1).is_some_and(|o| !o.is_empty()) {
+            return Err("the Indices output of MaxPool is not supported".into());
+        }
         let op = Self::parse_attrs(node.op_type(), &a, opset)?;
         a.finish()?;
         Ok(op)

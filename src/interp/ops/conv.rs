@@ -1,6 +1,7 @@
 //! Conv and ConvTranspose (1-D and 2-D, groups, strides, dilations, pads, auto_pad) as
 //! im2col/col2im around one GEMM per image and group; depthwise convs take a direct loop.
 
+use super::elementwise::{Act, apply_act};
 use super::util::*;
 use crate::ir::op::{AutoPad, ConvTransposeAttrs, Window};
 use crate::tensor::{MatRef, Real, Tensor};
@@ -224,27 +225,77 @@ pub fn col2im<S: Real>(col: &[S], c: usize, g: &Geom, out: &mut [S]) {
     }
 }
 
-/// Direct depthwise convolution of one channel plane.
+/// Direct depthwise convolution of one channel plane: one shifted multiply-add of a whole
+/// output row per kernel tap, with the padded borders cut off the row range instead of tested
+/// per element (stride-1 rows are contiguous and vectorise).
 fn depthwise_plane<S: Real>(x: &[S], k: &[S], g: &Geom, out: &mut [S]) {
-    for oy in 0..g.oh {
-        for ox in 0..g.ow {
-            let mut acc = S::zero();
-            for ki in 0..g.kh {
+    out.fill(S::zero());
+    for kj in 0..g.kw {
+        let x_off = (kj * g.dw) as isize - g.pl as isize;
+        // Output columns whose input column ox·sw + x_off lies inside [0, w).
+        let lo = if x_off >= 0 { 0 } else { ((-x_off) as usize).div_ceil(g.sw) };
+        let hi = if g.w as isize - x_off <= 0 {
+            0
+        } else {
+            ((g.w as isize - x_off) as usize).div_ceil(g.sw).min(g.ow)
+        };
+        if lo >= hi {
+            continue;
+        }
+        for ki in 0..g.kh {
+            let kv = k[ki * g.kw + kj];
+            for oy in 0..g.oh {
                 let iy = (oy * g.sh + ki * g.dh) as isize - g.pt as isize;
                 if iy < 0 || iy >= g.h as isize {
                     continue;
                 }
                 let row = &x[iy as usize * g.w..(iy as usize + 1) * g.w];
-                let krow = &k[ki * g.kw..(ki + 1) * g.kw];
-                for (kj, &kv) in krow.iter().enumerate() {
-                    let ix = (ox * g.sw + kj * g.dw) as isize - g.pl as isize;
-                    if ix >= 0 && ix < g.w as isize {
-                        acc += kv * row[ix as usize];
+                let orow = &mut out[oy * g.ow + lo..oy * g.ow + hi];
+                let start = (lo * g.sw) as isize + x_off;
+                if g.sw == 1 {
+                    let src = &row[start as usize..start as usize + orow.len()];
+                    for (o, &v) in orow.iter_mut().zip(src) {
+                        *o += kv * v;
+                    }
+                } else {
+                    for (i, o) in orow.iter_mut().enumerate() {
+                        *o += kv * row[start as usize + i * g.sw];
                     }
                 }
             }
-            out[oy * g.ow + ox] = acc;
         }
+    }
+}
+
+/// A stride-1, dilation-1 convolution of one image and group as one GEMM per kernel tap over a
+/// zero-padded copy of the input, instead of im2col's kh·kw-fold copy. The output is computed
+/// on the padded width (each tap's operand is then a contiguous shifted window) and the extra
+/// columns are dropped at the end.
+fn conv_taps<S: Real>(x: &[S], c: usize, g: &Geom, w: &[S], m: usize, y: &mut [S], parallel: bool) {
+    let (hp, wp) = (g.h + g.pt + g.pb, g.w + g.pl + g.pr);
+    let plane = hp * wp;
+    // Slack after the last plane: the last tap's window runs kw−1 past it (into dropped columns).
+    let mut pad = vec![S::zero(); c * plane + g.kw];
+    for ch in 0..c {
+        for r in 0..g.h {
+            let dst = ch * plane + (r + g.pt) * wp + g.pl;
+            pad[dst..dst + g.w].copy_from_slice(&x[ch * g.h * g.w + r * g.w..ch * g.h * g.w + (r + 1) * g.w]);
+        }
+    }
+    let n = g.oh * wp;
+    let taps = g.kh * g.kw;
+    let mut acc = vec![S::zero(); m * n];
+    for ki in 0..g.kh {
+        for kj in 0..g.kw {
+            let t = ki * g.kw + kj;
+            let a = MatRef { data: &w[t..], row_stride: (c * taps) as isize, col_stride: taps as isize };
+            let off = ki * wp + kj;
+            let b = MatRef { data: &pad[off..], row_stride: plane as isize, col_stride: 1 };
+            S::gemm(m, n, c, a, b, &mut acc, n, t > 0, S::one(), parallel);
+        }
+    }
+    for (yr, ar) in y.chunks_mut(g.ow).zip(acc.chunks(wp)) {
+        yr.copy_from_slice(&ar[..g.ow]);
     }
 }
 
@@ -308,6 +359,7 @@ pub fn conv<S: Real>(
         wa.as_slice().expect("standard"),
         bias.as_deref(),
         &sh,
+        None,
     );
     Ok(vec![Tensor::float(
         x.dtype,
@@ -316,7 +368,8 @@ pub fn conv<S: Real>(
 }
 
 /// Convolution on contiguous buffers: x [N,C,H,W], w [M,C/group,kh,kw] → [N,M,oh,ow].
-pub fn conv_raw<S: Real>(x: &[S], w: &[S], bias: Option<&[S]>, sh: &ConvShape) -> Vec<S> {
+/// `act` is applied to each image's output while it is still in cache (a fused activation).
+pub fn conv_raw<S: Real>(x: &[S], w: &[S], bias: Option<&[S]>, sh: &ConvShape, act: Option<Act>) -> Vec<S> {
     let ConvShape { n, c, m, group, g, .. } = *sh;
     let (cg, mg) = (c / group, m / group);
     let (hw, ohw) = (g.h * g.w, g.out_len());
@@ -336,17 +389,22 @@ pub fn conv_raw<S: Real>(x: &[S], w: &[S], bias: Option<&[S]>, sh: &ConvShape) -
                 y.par_chunks_mut(ohw).enumerate().for_each(run);
             }
         } else {
-            let mut col = if g.is_pointwise() { Vec::new() } else { vec![S::zero(); kk * ohw] };
+            let taps = !g.is_pointwise() && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1;
+            let mut col = if g.is_pointwise() || taps { Vec::new() } else { vec![S::zero(); kk * ohw] };
             for gi in 0..group {
                 let xg = &xi[gi * cg * hw..(gi + 1) * cg * hw];
+                let wg = &w[gi * mg * kk..(gi + 1) * mg * kk];
+                let yg = &mut y[gi * mg * ohw..(gi + 1) * mg * ohw];
+                if taps {
+                    conv_taps(xg, cg, &g, wg, mg, yg, !batch_parallel);
+                    continue;
+                }
                 let cols: &[S] = if g.is_pointwise() {
                     xg
                 } else {
                     im2col(xg, cg, &g, &mut col);
                     &col
                 };
-                let wg = &w[gi * mg * kk..(gi + 1) * mg * kk];
-                let yg = &mut y[gi * mg * ohw..(gi + 1) * mg * ohw];
                 S::gemm(
                     mg,
                     ohw,
@@ -365,6 +423,9 @@ pub fn conv_raw<S: Real>(x: &[S], w: &[S], bias: Option<&[S]>, sh: &ConvShape) -
             for (yc, &bv) in y.chunks_mut(ohw).zip(bias) {
                 yc.iter_mut().for_each(|v| *v += bv);
             }
+        }
+        if let Some(act) = act {
+            apply_act(act, y);
         }
     };
     if batch_parallel {
@@ -419,10 +480,14 @@ pub fn conv_transpose<S: Real>(
         };
         let (pb, out) = match target {
             Some(t) => {
-                let total = full
-                    .checked_sub(t)
-                    .ok_or_else(|| format!("output_shape {t} is larger than the full output {full}"))?;
-                let pb = if a.window.auto_pad == AutoPad::SameUpper { total / 2 } else { total - total / 2 };
+                // Signed: an output_shape past the full output extends it with bias-only values.
+                let total = full as i64 - t as i64;
+                let pb = if a.window.auto_pad == AutoPad::SameUpper {
+                    total.div_euclid(2)
+                } else {
+                    total - total.div_euclid(2)
+                };
+                let pb = usize::try_from(pb).map_err(|_| format!("output_shape {t} needs a negative begin pad"))?;
                 (pb, t)
             }
             None => {

@@ -5,102 +5,165 @@ use crate::ir::op::{Binary, Compare, Logic, Unary, Variadic};
 use crate::tensor::{Data, Real, Tensor};
 use ndarray::{ArrayD, IxDyn, Zip};
 
-/// The scalar function of a float activation.
-pub fn unary_fn<S: Real>(u: Unary) -> impl Fn(S) -> S + Sync + Send + Copy {
+/// One activation applied to one scalar. Callers pass a variant built from constants inside
+/// their loop (see `apply_unary_inplace`), so the match folds away and the loop vectorises.
+#[inline(always)]
+pub fn unary_scalar<S: Real>(u: Unary, x: S) -> S {
     let c = S::from_f64;
-    move |x: S| -> S {
-        match u {
-            Unary::Relu => x.max(S::zero()),
-            Unary::Sigmoid => x.sigmoid(),
-            Unary::Tanh => x.tanh(),
-            Unary::Exp => x.exp(),
-            Unary::Log => x.ln(),
-            Unary::Sqrt => x.sqrt(),
-            Unary::Reciprocal => x.recip(),
-            Unary::Neg => -x,
-            Unary::Abs => x.abs(),
-            Unary::Erf => x.erf(),
-            Unary::Floor => x.floor(),
-            Unary::Ceil => x.ceil(),
-            Unary::Round => x.round_even(),
-            Unary::Sign => {
-                if x > S::zero() {
-                    S::one()
-                } else if x < S::zero() {
-                    -S::one()
-                } else {
-                    x
-                }
+    match u {
+        Unary::Relu => x.max(S::zero()),
+        Unary::Sigmoid => x.sigmoid(),
+        Unary::Tanh => x.tanh(),
+        Unary::Exp => x.exp(),
+        Unary::Log => x.ln(),
+        Unary::Sqrt => x.sqrt(),
+        Unary::Reciprocal => x.recip(),
+        Unary::Neg => -x,
+        Unary::Abs => x.abs(),
+        Unary::Erf => x.erf(),
+        Unary::Floor => x.floor(),
+        Unary::Ceil => x.ceil(),
+        Unary::Round => x.round_even(),
+        Unary::Sign => {
+            if x > S::zero() {
+                S::one()
+            } else if x < S::zero() {
+                -S::one()
+            } else {
+                x
             }
-            Unary::Sin => x.sin(),
-            Unary::Cos => x.cos(),
-            Unary::Softplus => {
-                if x > S::zero() {
-                    x + (-x).exp().ln_1p_via()
-                } else {
-                    x.exp().ln_1p_via()
-                }
+        }
+        Unary::Sin => x.sin(),
+        Unary::Cos => x.cos(),
+        // ln(1 + e^x) without overflow for large x.
+        Unary::Softplus => {
+            if x > S::zero() {
+                x + (S::one() + (-x).exp()).ln()
+            } else {
+                (S::one() + x.exp()).ln()
             }
-            Unary::Softsign => x / (S::one() + x.abs()),
-            Unary::HardSwish => x * (x * c(1.0 / 6.0) + c(0.5)).max(S::zero()).min(S::one()),
-            Unary::LeakyRelu { alpha } => {
-                if x < S::zero() {
-                    x * c(alpha as f64)
-                } else {
-                    x
-                }
+        }
+        Unary::Softsign => x / (S::one() + x.abs()),
+        Unary::HardSwish => x * (x * c(1.0 / 6.0) + c(0.5)).max(S::zero()).min(S::one()),
+        Unary::LeakyRelu { alpha } => {
+            if x < S::zero() {
+                x * c(alpha as f64)
+            } else {
+                x
             }
-            Unary::Elu { alpha } => {
-                if x < S::zero() {
-                    c(alpha as f64) * (x.exp() - S::one())
-                } else {
-                    x
-                }
+        }
+        Unary::Elu { alpha } => {
+            if x < S::zero() {
+                c(alpha as f64) * (x.exp() - S::one())
+            } else {
+                x
             }
-            Unary::Selu { alpha, gamma } => {
-                let g = c(gamma as f64);
-                if x <= S::zero() {
-                    g * c(alpha as f64) * (x.exp() - S::one())
-                } else {
-                    g * x
-                }
+        }
+        Unary::Selu { alpha, gamma } => {
+            let g = c(gamma as f64);
+            if x <= S::zero() {
+                g * c(alpha as f64) * (x.exp() - S::one())
+            } else {
+                g * x
             }
-            Unary::Celu { alpha } => {
-                let a = c(alpha as f64);
-                x.max(S::zero()) + (a * ((x / a).exp() - S::one())).min(S::zero())
+        }
+        Unary::Celu { alpha } => {
+            let a = c(alpha as f64);
+            x.max(S::zero()) + (a * ((x / a).exp() - S::one())).min(S::zero())
+        }
+        Unary::HardSigmoid { alpha, beta } => (c(alpha as f64) * x + c(beta as f64)).max(S::zero()).min(S::one()),
+        Unary::ThresholdedRelu { alpha } => {
+            if x > c(alpha as f64) {
+                x
+            } else {
+                S::zero()
             }
-            Unary::HardSigmoid { alpha, beta } => (c(alpha as f64) * x + c(beta as f64))
-                .max(S::zero())
-                .min(S::one()),
-            Unary::ThresholdedRelu { alpha } => {
-                if x > c(alpha as f64) {
-                    x
-                } else {
-                    S::zero()
-                }
-            }
-            Unary::Gelu { tanh: false } => c(0.5) * x * (S::one() + (x * c(std::f64::consts::FRAC_1_SQRT_2)).erf()),
-            Unary::Gelu { tanh: true } => {
-                let k = c((2.0 / std::f64::consts::PI).sqrt());
-                c(0.5) * x * (S::one() + (k * (x + c(0.044715) * x * x * x)).tanh())
-            }
+        }
+        Unary::Gelu { tanh: false } => c(0.5) * x * (S::one() + (x * c(std::f64::consts::FRAC_1_SQRT_2)).erf()),
+        Unary::Gelu { tanh: true } => {
+            let k = c((2.0 / std::f64::consts::PI).sqrt());
+            c(0.5) * x * (S::one() + (k * (x + c(0.044715) * x * x * x)).tanh())
         }
     }
 }
 
-/// ln(1 + y) for y ≥ 0 without a dedicated log1p on `Real` (exact enough for y from exp).
-trait Ln1p {
-    fn ln_1p_via(self) -> Self;
+/// Applies an activation over a slice in place. Each arm rebuilds the variant from constants
+/// so the compiler specialises (and vectorises) the loop per activation.
+pub fn apply_unary_inplace<S: Real>(u: Unary, xs: &mut [S]) {
+    macro_rules! go {
+        ($v:expr) => {{
+            let v = $v;
+            xs.iter_mut().for_each(|x| *x = unary_scalar(v, *x))
+        }};
+    }
+    match u {
+        Unary::Relu => go!(Unary::Relu),
+        Unary::Sigmoid => go!(Unary::Sigmoid),
+        Unary::Tanh => go!(Unary::Tanh),
+        Unary::Exp => go!(Unary::Exp),
+        Unary::Log => go!(Unary::Log),
+        Unary::Sqrt => go!(Unary::Sqrt),
+        Unary::Reciprocal => go!(Unary::Reciprocal),
+        Unary::Neg => go!(Unary::Neg),
+        Unary::Abs => go!(Unary::Abs),
+        Unary::Erf => go!(Unary::Erf),
+        Unary::Floor => go!(Unary::Floor),
+        Unary::Ceil => go!(Unary::Ceil),
+        Unary::Round => go!(Unary::Round),
+        Unary::Sign => go!(Unary::Sign),
+        Unary::Sin => go!(Unary::Sin),
+        Unary::Cos => go!(Unary::Cos),
+        Unary::Softplus => go!(Unary::Softplus),
+        Unary::Softsign => go!(Unary::Softsign),
+        Unary::HardSwish => go!(Unary::HardSwish),
+        Unary::LeakyRelu { alpha } => go!(Unary::LeakyRelu { alpha }),
+        Unary::Elu { alpha } => go!(Unary::Elu { alpha }),
+        Unary::Selu { alpha, gamma } => go!(Unary::Selu { alpha, gamma }),
+        Unary::Celu { alpha } => go!(Unary::Celu { alpha }),
+        Unary::HardSigmoid { alpha, beta } => go!(Unary::HardSigmoid { alpha, beta }),
+        Unary::ThresholdedRelu { alpha } => go!(Unary::ThresholdedRelu { alpha }),
+        Unary::Gelu { tanh: true } => go!(Unary::Gelu { tanh: true }),
+        Unary::Gelu { tanh: false } => go!(Unary::Gelu { tanh: false }),
+    }
 }
-impl<S: Real> Ln1p for S {
-    fn ln_1p_via(self) -> S {
-        (S::one() + self).ln()
+
+/// An activation fused into the op that produces its input.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Act {
+    Unary(Unary),
+    Clip { lo: f64, hi: f64 },
+}
+
+pub fn apply_act<S: Real>(act: Act, ys: &mut [S]) {
+    match act {
+        Act::Unary(u) => apply_unary_inplace(u, ys),
+        Act::Clip { lo, hi } => {
+            let (lo, hi) = (S::from_f64(lo), S::from_f64(hi));
+            // Lower bound first, then upper: with lo > hi every value becomes hi, as ONNX says.
+            ys.iter_mut().for_each(|v| {
+                if *v < lo {
+                    *v = lo;
+                }
+                if *v > hi {
+                    *v = hi;
+                }
+            });
+        }
     }
 }
 
 pub fn unary<S: Real>(u: Unary, x: &Tensor<S>) -> OpResult<S> {
     match &x.data {
-        Data::Float(a) => Ok(vec![Tensor::float(x.dtype, map1(a, unary_fn::<S>(u)))]),
+        Data::Float(a) => {
+            let mut v = a.as_standard_layout().into_owned().into_raw_vec_and_offset().0;
+            if v.len() >= PAR_MIN {
+                use rayon::prelude::*;
+                v.par_chunks_mut(PAR_MIN / 4).for_each(|c| apply_unary_inplace(u, c));
+            } else {
+                apply_unary_inplace(u, &mut v);
+            }
+            Ok(vec![Tensor::float(x.dtype, ArrayD::from_shape_vec(IxDyn(a.shape()), v).expect("sized"))])
+        }
         Data::Int(a) => {
             let f: fn(i64) -> i64 = match u {
                 Unary::Neg => |v| v.wrapping_neg(),

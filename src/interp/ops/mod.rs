@@ -13,7 +13,9 @@ pub mod util;
 use crate::ir::Op;
 use crate::tensor::{Real, Tensor, tensor_from_proto};
 use ndarray::{ArrayD, IxDyn};
-use util::{OpResult, ints, opt, req};
+use util::{OpResult, ints, opt, req, zip_assign};
+use crate::ir::op::Binary;
+use crate::tensor::Data;
 
 /// Evaluates one op. `n_out` is the number of outputs the node declares.
 pub fn eval<S: Real>(op: &Op, inputs: &[Option<&Tensor<S>>], n_out: usize) -> OpResult<S> {
@@ -28,14 +30,7 @@ pub fn eval<S: Real>(op: &Op, inputs: &[Option<&Tensor<S>>], n_out: usize) -> Op
         Op::Where => elementwise::where_(x()?, req(inputs, 1)?, req(inputs, 2)?),
         Op::PRelu => elementwise::prelu(x()?, req(inputs, 1)?),
         Op::Clip { min, max, attr_form } => {
-            let (lo, hi) = if *attr_form {
-                (min.map(f64::from), max.map(f64::from))
-            } else {
-                let bound = |i| -> Result<Option<f64>, String> {
-                    opt(inputs, i).filter(|t| !t.is_empty()).map(|t| util::scalar_f64(t, "Clip bound")).transpose()
-                };
-                (bound(1)?, bound(2)?)
-            };
+            let (lo, hi) = clip_bounds(*min, *max, *attr_form, &inputs[1.min(inputs.len())..])?;
             elementwise::clip(x()?, lo, hi)
         }
         Op::Conv { window, group } => conv::conv(x()?, req(inputs, 1)?, opt(inputs, 2), window, *group),
@@ -116,6 +111,11 @@ pub fn eval<S: Real>(op: &Op, inputs: &[Option<&Tensor<S>>], n_out: usize) -> Op
         Op::Identity => Ok(vec![x()?.clone()]),
         Op::Dropout => {
             let t = x()?;
+            let training = opt(inputs, 2).is_some_and(|m| m.to_f64_vec().first().is_some_and(|&v| v != 0.0));
+            let ratio = opt(inputs, 1).map(|r| r.to_f64_vec().first().copied().unwrap_or(0.0)).unwrap_or(0.5);
+            if training && ratio > 0.0 {
+                return Err("Dropout in training mode is not supported (inference only)".into());
+            }
             let mut out = vec![t.clone()];
             if n_out > 1 {
                 out.push(Tensor::bool(ArrayD::from_elem(IxDyn(t.shape()), true)));
@@ -143,4 +143,56 @@ pub fn eval<S: Real>(op: &Op, inputs: &[Option<&Tensor<S>>], n_out: usize) -> Op
             reduce::top_k(x()?, k, *axis, *largest)
         }
     }
+}
+
+/// Runs `op` with its output written over `x` (its first input, which the caller no longer
+/// needs) when the op is elementwise and keeps x's shape. Returns Ok(false), leaving `x`
+/// unchanged, when the op has no in-place form for these inputs.
+pub fn eval_inplace<S: Real>(op: &Op, x: &mut Tensor<S>, rest: &[Option<&Tensor<S>>]) -> Result<bool, String> {
+    let Data::Float(a) = &mut x.data else { return Ok(false) };
+    if !a.is_standard_layout() {
+        return Ok(false);
+    }
+    let shape = a.shape().to_vec();
+    match op {
+        Op::Identity => Ok(true),
+        Op::Clip { min, max, attr_form } => {
+            let (lo, hi) = clip_bounds(*min, *max, *attr_form, rest)?;
+            let act = elementwise::Act::Clip { lo: lo.unwrap_or(f64::NEG_INFINITY), hi: hi.unwrap_or(f64::INFINITY) };
+            elementwise::apply_act(act, a.as_slice_mut().expect("standard"));
+            Ok(true)
+        }
+        Op::Unary(u) => {
+            elementwise::apply_unary_inplace(*u, a.as_slice_mut().expect("standard"));
+            Ok(true)
+        }
+        Op::Binary(b) => {
+            let Some(Data::Float(y)) = rest.first().copied().flatten().map(|t| &t.data) else { return Ok(false) };
+            let xs = a.as_slice_mut().expect("standard");
+            Ok(match b {
+                Binary::Add => zip_assign(xs, &shape, y, |p, q| p + q),
+                Binary::Sub => zip_assign(xs, &shape, y, |p, q| p - q),
+                Binary::Mul => zip_assign(xs, &shape, y, |p, q| p * q),
+                Binary::Div => zip_assign(xs, &shape, y, |p, q| p / q),
+                Binary::Pow => false,
+            })
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Clip's bounds: the opset < 11 attributes, or the optional inputs after X (`bounds`).
+pub fn clip_bounds<S: Real>(
+    min: Option<f32>,
+    max: Option<f32>,
+    attr_form: bool,
+    bounds: &[Option<&Tensor<S>>],
+) -> Result<(Option<f64>, Option<f64>), String> {
+    if attr_form {
+        return Ok((min.map(f64::from), max.map(f64::from)));
+    }
+    let bound = |i: usize| -> Result<Option<f64>, String> {
+        opt(bounds, i).filter(|t| !t.is_empty()).map(|t| util::scalar_f64(t, "Clip bound")).transpose()
+    };
+    Ok((bound(0)?, bound(1)?))
 }

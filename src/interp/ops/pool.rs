@@ -53,8 +53,13 @@ fn pool_plane<S: Real>(x: &[S], g: &Geom, kind: PoolKind, out: &mut [S]) {
     }
 }
 
+fn pool_input<S: Real>(x: &Tensor<S>) -> Result<&crate::tensor::Arr<S>, String> {
+    x.as_float()
+        .ok_or_else(|| format!("pooling of {} tensors is not supported", x.dtype))
+}
+
 pub fn pool<S: Real>(x: &Tensor<S>, kind: PoolKind, window: &Window, ceil_mode: bool) -> OpResult<S> {
-    let xa = float(x, "X")?.as_standard_layout();
+    let xa = pool_input(x)?.as_standard_layout();
     let sh = xa.shape().to_vec();
     if sh.len() < 3 {
         return Err(format!("pooling needs rank ≥ 3, got {sh:?}"));
@@ -79,7 +84,7 @@ pub fn pool<S: Real>(x: &Tensor<S>, kind: PoolKind, window: &Window, ceil_mode: 
 }
 
 pub fn global_pool<S: Real>(x: &Tensor<S>, kind: PoolKind) -> OpResult<S> {
-    let xa = float(x, "X")?.as_standard_layout();
+    let xa = pool_input(x)?.as_standard_layout();
     let sh = xa.shape().to_vec();
     if sh.len() < 2 {
         return Err(format!("global pooling needs rank ≥ 2, got {sh:?}"));

@@ -127,22 +127,33 @@ pub fn top_k<S: Real>(x: &Tensor<S>, k: i64, axis_attr: i64, largest: bool) -> O
         return Err(format!("k={k} for an axis of size {}", sh[ax]));
     }
     let k = k as usize;
-    let a = float(x, "X")?;
-    let mut vals = a.to_owned();
-    vals.slice_axis_inplace(Axis(ax), ndarray::Slice::from(0..k));
-    let mut idxs = ArrayD::<i64>::zeros(vals.raw_dim());
-    for ((src, mut dv), mut di) in a.lanes(Axis(ax)).into_iter().zip(vals.lanes_mut(Axis(ax))).zip(idxs.lanes_mut(Axis(ax))) {
+    let keys: Arr<f64> = match &x.data {
+        Data::Float(a) => a.mapv(|v| v.to_f64()).into_shared(),
+        Data::Int(a) => a.mapv(|v| v as f64).into_shared(),
+        Data::Bool(_) => return Err("TopK of bool tensors is not supported".into()),
+    };
+    let mut out_shape = sh.clone();
+    out_shape[ax] = k;
+    let mut idxs = ArrayD::<i64>::zeros(IxDyn(&out_shape));
+    for (src, mut di) in keys.lanes(Axis(ax)).into_iter().zip(idxs.lanes_mut(Axis(ax))) {
         let mut order: Vec<usize> = (0..src.len()).collect();
         // Stable sort: equal values keep the lower index first, as onnxruntime.
         order.sort_by(|&i, &j| {
-            let (p, q) = (src[i].to_f64(), src[j].to_f64());
-            let o = p.partial_cmp(&q).unwrap_or(std::cmp::Ordering::Equal);
+            let o = src[i].partial_cmp(&src[j]).unwrap_or(std::cmp::Ordering::Equal);
             if largest { o.reverse() } else { o }
         });
         for t in 0..k {
-            dv[t] = src[order[t]];
             di[t] = order[t] as i64;
         }
     }
-    Ok(vec![Tensor::float(x.dtype, vals), Tensor::i64(idxs)])
+    let values = gather_along(x, &idxs, ax);
+    Ok(vec![values, Tensor::i64(idxs)])
+}
+
+/// Picks `idx` (same rank as x) along `ax`: out[.., j, ..] = x[.., idx[.., j, ..], ..].
+fn gather_along<S: Real>(x: &Tensor<S>, idx: &ArrayD<i64>, ax: usize) -> Tensor<S> {
+    crate::each_storage!(x, a => ArrayD::from_shape_fn(idx.raw_dim(), |mut pos| {
+        pos[ax] = idx[&pos] as usize;
+        a[&pos].clone()
+    }))
 }

@@ -15,9 +15,10 @@ fn cubic_coeffs(t: f64, a: f64) -> [f64; 4] {
     [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)]
 }
 
-#[allow(clippy::too_many_arguments)]
 fn axis_taps(r: &ResizeAttrs, in_len: usize, out_len: usize, scale: f64, roi: (f64, f64)) -> Vec<Taps> {
     let n = in_len as f64;
+    // The resized length as a real number (in · scale), as the ONNX reference uses it.
+    let len_f = n * scale;
     let last = in_len as i64 - 1;
     (0..out_len)
         .map(|j| {
@@ -25,28 +26,28 @@ fn axis_taps(r: &ResizeAttrs, in_len: usize, out_len: usize, scale: f64, roi: (f
             let xo = match r.coord {
                 CoordMode::HalfPixel => (x + 0.5) / scale - 0.5,
                 CoordMode::HalfPixelSymmetric => {
-                    let adj = out_len as f64 / (scale * n);
+                    let adj = out_len as f64 / len_f;
                     let center = n / 2.0;
                     center * (1.0 - adj) + (x + 0.5) / scale - 0.5
                 }
                 CoordMode::PytorchHalfPixel => {
-                    if out_len > 1 {
-                        (x + 0.5) / scale - 0.5
+                    if len_f == 1.0 {
+                        -0.5
                     } else {
-                        0.0
+                        (x + 0.5) / scale - 0.5
                     }
                 }
                 CoordMode::AlignCorners => {
-                    if out_len == 1 {
+                    if len_f == 1.0 {
                         0.0
                     } else {
-                        x * (n - 1.0) / (out_len as f64 - 1.0)
+                        x * (n - 1.0) / (len_f - 1.0)
                     }
                 }
                 CoordMode::Asymmetric => x / scale,
                 CoordMode::TfCropAndResize => {
-                    if out_len > 1 {
-                        roi.0 * (n - 1.0) + x * (roi.1 - roi.0) * (n - 1.0) / (out_len as f64 - 1.0)
+                    if len_f != 1.0 {
+                        roi.0 * (n - 1.0) + x * (roi.1 - roi.0) * (n - 1.0) / (len_f - 1.0)
                     } else {
                         0.5 * (roi.0 + roi.1) * (n - 1.0)
                     }

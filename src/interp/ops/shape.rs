@@ -220,7 +220,10 @@ pub fn gather<S: Real>(x: &Tensor<S>, idx: &Tensor<S>, axis_attr: i64) -> OpResu
     out_shape.extend(&sh[ax + 1..]);
     fn g<T: Clone>(a: &Arr<T>, ax: usize, idx: &[usize], out_shape: &[usize]) -> Result<ArrayD<T>, String> {
         let sel = a.select(Axis(ax), idx);
-        sel.into_shape_with_order(IxDyn(out_shape)).map_err(|e| e.to_string())
+        sel.as_standard_layout()
+            .into_owned()
+            .into_shape_with_order(IxDyn(out_shape))
+            .map_err(|e| e.to_string())
     }
     Ok(vec![try_each_storage!(x, a => g(a, ax, &resolved, &out_shape))])
 }

@@ -73,33 +73,136 @@ pub fn view_as<'a, T>(a: &'a Arr<T>, shape: &[usize]) -> Result<ArrayViewD<'a, T
         .ok_or_else(|| format!("shape {:?} does not broadcast to {shape:?}", a.shape()))
 }
 
-/// Elementwise binary map with broadcasting; parallel for large outputs.
+/// How one operand of a broadcast elementwise op is read, row by row, along a contiguous
+/// output split into rows of `row` elements: each row reads either a contiguous run of the
+/// operand or one operand element repeated.
+#[derive(Debug, Clone)]
+enum RowAccess {
+    /// Row r reads operand[(r·row) % period ..][..row].
+    Run { period: usize },
+    /// Row r reads the single element operand[index(r)], where `index` walks the output's
+    /// leading dims `dims` with the operand's `strides` (0 on broadcast axes); `group` output
+    /// rows share one element.
+    Repeat { dims: Vec<usize>, strides: Vec<usize>, group: usize },
+}
+
+impl RowAccess {
+    #[inline]
+    fn start(&self, r: usize, row: usize) -> usize {
+        match self {
+            RowAccess::Run { period } => (r * row) % period,
+            RowAccess::Repeat { dims, strides, group } => {
+                let mut q = r / group;
+                let mut idx = 0;
+                for (d, s) in dims.iter().zip(strides).rev() {
+                    idx += (q % d) * s;
+                    q /= d;
+                }
+                idx
+            }
+        }
+    }
+}
+
+/// The row length and access pattern for reading `operand` (contiguous) broadcast to `out`, or
+/// None when the pattern needs the general strided path.
+fn row_access(out: &[usize], operand: &[usize]) -> Option<(usize, RowAccess)> {
+    let n = out.len();
+    if operand.len() > n {
+        return None;
+    }
+    let b: Vec<usize> = std::iter::repeat_n(1, n - operand.len()).chain(operand.iter().copied()).collect();
+    let total: usize = out.iter().product();
+    if operand.iter().product::<usize>() == 1 {
+        return Some((total.max(1), RowAccess::Repeat { dims: Vec::new(), strides: Vec::new(), group: 1 }));
+    }
+    // Leading broadcast axes, then the operand's full trailing axes: it repeats with a period.
+    let lead = b.iter().position(|&d| d != 1).unwrap_or(n);
+    if b[lead..] == out[lead..] {
+        let period: usize = out[lead..].iter().product();
+        return Some((period.max(1).min(total.max(1)), RowAccess::Run { period: period.max(1) }));
+    }
+    // Trailing broadcast axes: each operand element covers a run of the output.
+    let k = (0..n).rev().find(|&i| b[i] != 1).map(|i| i + 1).unwrap_or(0);
+    if b[..k].iter().zip(&out[..k]).all(|(&x, &o)| x == o || x == 1) {
+        let inner: usize = out[k..].iter().product();
+        let mut strides = vec![0; k];
+        let mut s = 1;
+        for i in (0..k).rev() {
+            if b[i] != 1 {
+                strides[i] = s;
+                s *= b[i];
+            }
+        }
+        return Some((inner.max(1), RowAccess::Repeat { dims: out[..k].to_vec(), strides, group: 1 }));
+    }
+    None
+}
+
+/// Picks one row length that suits both operands' access patterns.
+fn joint_rows(out: &[usize], a: &[usize], b: &[usize]) -> Option<(usize, RowAccess, RowAccess)> {
+    let (ra, pa) = row_access(out, a)?;
+    let (rb, pb) = row_access(out, b)?;
+    let row = ra.min(rb);
+    if row == 0 || ra % row != 0 || rb % row != 0 {
+        return None;
+    }
+    let fix = |r: usize, p: RowAccess| match p {
+        RowAccess::Repeat { dims, strides, .. } => RowAccess::Repeat { dims, strides, group: r / row },
+        run => run,
+    };
+    Some((row, fix(ra, pa), fix(rb, pb)))
+}
+
+/// Elementwise binary map with numpy broadcasting. Contiguous operands go through a row kernel
+/// (runs and repeated scalars vectorise); anything else takes ndarray's strided Zip.
 pub fn zip2<A, B, C>(a: &Arr<A>, b: &Arr<B>, f: impl Fn(A, B) -> C + Sync + Send) -> Result<ArrayD<C>, String>
 where
     A: Copy + Send + Sync,
     B: Copy + Send + Sync,
-    C: Copy + Send + Sync,
+    C: Copy + Send + Sync + Default,
 {
-    if a.shape() == b.shape() {
-        if let (Some(xs), Some(ys)) = (a.as_slice(), b.as_slice()) {
-            let v: Vec<C> = if xs.len() >= PAR_MIN {
-                use rayon::prelude::*;
-                xs.par_iter().zip(ys.par_iter()).map(|(&x, &y)| f(x, y)).collect()
-            } else {
-                xs.iter().zip(ys).map(|(&x, &y)| f(x, y)).collect()
-            };
-            return Ok(ArrayD::from_shape_vec(IxDyn(a.shape()), v).expect("same size"));
-        }
-    }
     let shape = broadcast_shape(a.shape(), b.shape())?;
+    let total: usize = shape.iter().product();
+    if let (Some(xs), Some(ys)) = (a.as_slice(), b.as_slice())
+        && let Some((row, pa, pb)) = joint_rows(&shape, a.shape(), b.shape())
+    {
+        let mut out = vec![C::default(); total];
+        let kernel = |(r, o): (usize, &mut [C])| {
+            let (sa, sb) = (pa.start(r, row), pb.start(r, row));
+            match (&pa, &pb) {
+                (RowAccess::Run { .. }, RowAccess::Run { .. }) => {
+                    for ((o, &x), &y) in o.iter_mut().zip(&xs[sa..sa + row]).zip(&ys[sb..sb + row]) {
+                        *o = f(x, y);
+                    }
+                }
+                (RowAccess::Run { .. }, RowAccess::Repeat { .. }) => {
+                    let y = ys[sb];
+                    for (o, &x) in o.iter_mut().zip(&xs[sa..sa + row]) {
+                        *o = f(x, y);
+                    }
+                }
+                (RowAccess::Repeat { .. }, RowAccess::Run { .. }) => {
+                    let x = xs[sa];
+                    for (o, &y) in o.iter_mut().zip(&ys[sb..sb + row]) {
+                        *o = f(x, y);
+                    }
+                }
+                (RowAccess::Repeat { .. }, RowAccess::Repeat { .. }) => o.fill(f(xs[sa], ys[sb])),
+            }
+        };
+        if total >= PAR_MIN {
+            use rayon::prelude::*;
+            out.par_chunks_mut(row).enumerate().for_each(kernel);
+        } else {
+            out.chunks_mut(row).enumerate().for_each(kernel);
+        }
+        return Ok(ArrayD::from_shape_vec(IxDyn(&shape), out).expect("sized"));
+    }
     let av = view_as(a, &shape)?;
     let bv = view_as(b, &shape)?;
     let z = Zip::from(&av).and(&bv);
-    Ok(if shape.iter().product::<usize>() >= PAR_MIN {
-        z.par_map_collect(|&x, &y| f(x, y))
-    } else {
-        z.map_collect(|&x, &y| f(x, y))
-    })
+    Ok(if total >= PAR_MIN { z.par_map_collect(|&x, &y| f(x, y)) } else { z.map_collect(|&x, &y| f(x, y)) })
 }
 
 /// Elementwise unary map; parallel for large inputs.
@@ -167,4 +270,39 @@ macro_rules! try_each_storage {
             data,
         }
     }};
+}
+
+/// `a[i] = f(a[i], b[i])` with `b` broadcast to `a`'s shape (which must be the result shape);
+/// returns false, leaving `a` alone, when `b` is not contiguous or does not broadcast that way.
+pub fn zip_assign<A, B>(a: &mut [A], a_shape: &[usize], b: &Arr<B>, f: impl Fn(A, B) -> A + Sync + Send) -> bool
+where
+    A: Copy + Send + Sync,
+    B: Copy + Send + Sync,
+{
+    let Some(ys) = b.as_slice() else { return false };
+    if broadcast_shape(a_shape, b.shape()).ok().as_deref() != Some(a_shape) {
+        return false;
+    }
+    let Some((row, pb)) = row_access(a_shape, b.shape()) else { return false };
+    let kernel = |(r, xs): (usize, &mut [A])| {
+        let sb = pb.start(r, row);
+        match pb {
+            RowAccess::Run { .. } => {
+                for (x, &y) in xs.iter_mut().zip(&ys[sb..sb + row]) {
+                    *x = f(*x, y);
+                }
+            }
+            RowAccess::Repeat { .. } => {
+                let y = ys[sb];
+                xs.iter_mut().for_each(|x| *x = f(*x, y));
+            }
+        }
+    };
+    if a.len() >= PAR_MIN {
+        use rayon::prelude::*;
+        a.par_chunks_mut(row).enumerate().for_each(kernel);
+    } else {
+        a.chunks_mut(row).enumerate().for_each(kernel);
+    }
+    true
 }

@@ -1,0 +1,305 @@
+//! Model summaries for `onnx-prune inspect`: inputs/outputs, op histogram, parameters, FLOPs
+//! per layer (from a probe run at concrete shapes) and unsupported ops.
+
+use crate::error::{Error, Result};
+use crate::interp::{Engine, fmt_shape, zero_tensor};
+use crate::ir::{Dim, Graph, Model, Op};
+use crate::tensor::{DType, Real, Tensor};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+
+#[derive(Debug, Serialize)]
+pub struct IoInfo {
+    pub name: String,
+    pub dtype: String,
+    pub shape: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Layer {
+    pub name: String,
+    pub op: String,
+    pub output_shape: Vec<usize>,
+    pub params: usize,
+    pub flops: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub model: String,
+    pub producer: String,
+    pub ir_version: i64,
+    pub opset: i64,
+    pub inputs: Vec<IoInfo>,
+    pub outputs: Vec<IoInfo>,
+    pub nodes: usize,
+    pub ops: BTreeMap<String, usize>,
+    /// Float weight elements (initializers and Constant outputs).
+    pub params: usize,
+    pub file_bytes: usize,
+    pub unsupported: Vec<String>,
+    /// Input shapes the FLOPs were counted at.
+    pub probe_shapes: BTreeMap<String, Vec<usize>>,
+    pub flops: Option<u64>,
+    /// Why FLOPs are missing, when they are.
+    pub flops_note: Option<String>,
+    pub layers: Vec<Layer>,
+}
+
+/// Concrete shapes for the graph inputs: declared fixed dims, `overrides` for the rest, and 1
+/// for a leading symbolic (batch) dim. Errors name every dim left unknown.
+pub fn probe_shapes(g: &Graph, overrides: &HashMap<String, Vec<usize>>) -> Result<Vec<(String, DType, Vec<usize>)>> {
+    let mut out = Vec::new();
+    let mut missing = Vec::new();
+    for &id in &g.inputs {
+        let v = &g.values[id];
+        let dtype = v.dtype.unwrap_or(DType::F32);
+        if let Some(s) = overrides.get(&v.name) {
+            if let Some(decl) = &v.shape {
+                let fits = decl.len() == s.len()
+                    && decl.iter().zip(s).all(|(d, &x)| !matches!(d, Dim::Fixed(f) if *f != x));
+                if !fits {
+                    return Err(Error::Usage(format!(
+                        "--shape {}={:?} does not fit the declared shape {}",
+                        v.name,
+                        s,
+                        fmt_shape(decl)
+                    )));
+                }
+            }
+            out.push((v.name.clone(), dtype, s.clone()));
+            continue;
+        }
+        let Some(decl) = &v.shape else {
+            missing.push(format!("{} (no declared shape)", v.name));
+            continue;
+        };
+        let mut shape = Vec::with_capacity(decl.len());
+        for (i, d) in decl.iter().enumerate() {
+            match d {
+                Dim::Fixed(x) => shape.push(*x),
+                _ if i == 0 => shape.push(1),
+                _ => {
+                    missing.push(format!("{} {}", v.name, fmt_shape(decl)));
+                    break;
+                }
+            }
+        }
+        if shape.len() == decl.len() {
+            out.push((v.name.clone(), dtype, shape));
+        }
+    }
+    if missing.is_empty() {
+        Ok(out)
+    } else {
+        Err(Error::Usage(format!(
+            "dynamic input dimensions need a concrete shape: {} (give --shape NAME=D1,D2,…)",
+            missing.join(", ")
+        )))
+    }
+}
+
+/// Parses `NAME=D1,D2,…`.
+pub fn parse_shape_arg(s: &str) -> Result<(String, Vec<usize>)> {
+    let (name, dims) = s
+        .rsplit_once('=')
+        .ok_or_else(|| Error::Usage(format!("--shape {s:?}: expected NAME=D1,D2,…")))?;
+    let dims = dims
+        .split(',')
+        .map(|d| d.trim().parse::<usize>())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|_| Error::Usage(format!("--shape {s:?}: dimensions must be non-negative integers")))?;
+    Ok((name.to_string(), dims))
+}
+
+/// Runs the model once on zeros to learn every value's shape (shape subgraphs included).
+pub fn infer_shapes(g: &Graph, inputs: &[(String, DType, Vec<usize>)]) -> Result<Vec<Option<Vec<usize>>>> {
+    let engine = Engine::<f32>::exact(g)?;
+    let feeds = inputs.iter().map(|(n, dt, s)| (n.clone(), zero_tensor::<f32>(*dt, s))).collect();
+    let values = engine.run_all(feeds)?;
+    Ok(values.iter().map(|v| v.as_ref().map(|t| t.shape().to_vec())).collect())
+}
+
+fn float_params<S: Real>(t: &Tensor<S>) -> usize {
+    if t.dtype.is_float() { t.len() } else { 0 }
+}
+
+/// FLOPs of one node given the shapes of its inputs and outputs (2 per multiply-add for
+/// Conv/ConvTranspose/Gemm/MatMul, one per output element otherwise).
+pub fn node_flops(op: &Op, ins: &[Option<&Vec<usize>>], outs: &[Option<&Vec<usize>>]) -> u64 {
+    let prod = |s: &[usize]| s.iter().product::<usize>() as u64;
+    let out0 = outs.first().copied().flatten();
+    match (op, out0) {
+        // Weight [M, C/group, k…]: each output element costs C/group·k… multiply-adds.
+        (Op::Conv { .. }, Some(o)) => {
+            let w = ins.get(1).copied().flatten().map(|w| prod(&w[1..])).unwrap_or(0);
+            2 * prod(o) * w
+        }
+        (Op::ConvTranspose(_), Some(_)) => {
+            let x = ins.first().copied().flatten();
+            let w = ins.get(1).copied().flatten();
+            match (x, w) {
+                (Some(x), Some(w)) => 2 * prod(x) * prod(&w[1..]),
+                _ => 0,
+            }
+        }
+        (Op::Gemm { trans_a, .. }, Some(o)) => {
+            let k = ins.first().copied().flatten().map(|a| if *trans_a { a[0] } else { a[a.len() - 1] }).unwrap_or(0);
+            2 * prod(o) * k as u64
+        }
+        (Op::MatMul, Some(o)) => {
+            let k = ins.first().copied().flatten().map(|a| a[a.len() - 1]).unwrap_or(0);
+            2 * prod(o) * k as u64
+        }
+        (Op::Constant { .. } | Op::Shape { .. } | Op::Size | Op::Identity, _) => 0,
+        (_, Some(o)) => prod(o),
+        _ => 0,
+    }
+}
+
+pub fn summarize(model: &Model, overrides: &HashMap<String, Vec<usize>>) -> Summary {
+    let g = &model.graph;
+    let p = &model.source.proto;
+    let io = |ids: &[usize]| -> Vec<IoInfo> {
+        ids.iter()
+            .map(|&id| {
+                let v = &g.values[id];
+                IoInfo {
+                    name: v.name.clone(),
+                    dtype: v.dtype.map(|d| d.to_string()).unwrap_or_else(|| "?".into()),
+                    shape: v.shape.as_ref().map(|s| fmt_shape(s)).unwrap_or_else(|| "?".into()),
+                }
+            })
+            .collect()
+    };
+    let mut ops = BTreeMap::new();
+    for n in &g.nodes {
+        *ops.entry(n.op_type.clone()).or_insert(0) += 1;
+    }
+    let params: usize = g.weights.values().map(|w| float_params(&w.tensor)).sum();
+    let unsupported = match g.check_supported() {
+        Ok(()) => Vec::new(),
+        Err(e) => vec![e.to_string()],
+    };
+    let mut s = Summary {
+        model: model.source.path.display().to_string(),
+        producer: format!("{} {}", p.producer_name(), p.producer_version()).trim().to_string(),
+        ir_version: p.ir_version(),
+        opset: g.opset,
+        inputs: io(&g.inputs),
+        outputs: io(&g.outputs),
+        nodes: g.nodes.len(),
+        ops,
+        params,
+        file_bytes: model.source.file_len,
+        unsupported,
+        probe_shapes: BTreeMap::new(),
+        flops: None,
+        flops_note: None,
+        layers: Vec::new(),
+    };
+    if !s.unsupported.is_empty() {
+        s.flops_note = Some("the interpreter cannot run this model".into());
+        return s;
+    }
+    let shapes = match probe_shapes(g, overrides).and_then(|inputs| {
+        s.probe_shapes = inputs.iter().map(|(n, _, sh)| (n.clone(), sh.clone())).collect();
+        infer_shapes(g, &inputs)
+    }) {
+        Ok(v) => v,
+        Err(e) => {
+            s.flops_note = Some(e.to_string());
+            return s;
+        }
+    };
+    let mut total = 0u64;
+    for n in &g.nodes {
+        let op = n.op.as_ref().expect("supported");
+        let ins: Vec<Option<&Vec<usize>>> = n.inputs.iter().map(|v| v.and_then(|v| shapes[v].as_ref())).collect();
+        let outs: Vec<Option<&Vec<usize>>> = n.outputs.iter().map(|v| v.and_then(|v| shapes[v].as_ref())).collect();
+        let flops = node_flops(op, &ins, &outs);
+        total += flops;
+        let params: usize = n
+            .inputs
+            .iter()
+            .flatten()
+            .filter_map(|v| g.weights.get(v))
+            .map(|w| float_params(&w.tensor))
+            .sum();
+        if params > 0 && !matches!(op, Op::Constant { .. }) {
+            s.layers.push(Layer {
+                name: if n.name.is_empty() { n.outputs.iter().flatten().next().map(|&o| g.name(o).to_string()).unwrap_or_default() } else { n.name.clone() },
+                op: n.op_type.clone(),
+                output_shape: outs.first().copied().flatten().cloned().unwrap_or_default(),
+                params,
+                flops,
+            });
+        }
+    }
+    s.flops = Some(total);
+    s
+}
+
+fn human(n: f64) -> String {
+    if n >= 1e9 {
+        format!("{:.2} G", n / 1e9)
+    } else if n >= 1e6 {
+        format!("{:.2} M", n / 1e6)
+    } else if n >= 1e3 {
+        format!("{:.1} k", n / 1e3)
+    } else {
+        format!("{n}")
+    }
+}
+
+impl Summary {
+    /// The human-readable report.
+    pub fn render(&self, layers: bool) -> String {
+        use std::fmt::Write;
+        let mut o = String::new();
+        let _ = writeln!(o, "model     {}", self.model);
+        let _ = writeln!(o, "producer  {}   ir {}   opset {}", self.producer, self.ir_version, self.opset);
+        for i in &self.inputs {
+            let _ = writeln!(o, "input     {} {} {}", i.name, i.dtype, i.shape);
+        }
+        for i in &self.outputs {
+            let _ = writeln!(o, "output    {} {} {}", i.name, i.dtype, i.shape);
+        }
+        let _ = writeln!(o, "nodes     {}", self.nodes);
+        let ops: Vec<String> = self.ops.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(o, "ops       {}", ops.join(", "));
+        let _ = writeln!(o, "params    {} ({})   file {} bytes", self.params, human(self.params as f64), self.file_bytes);
+        match (self.flops, &self.flops_note) {
+            (Some(f), _) => {
+                let shapes: Vec<String> = self.probe_shapes.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+                let _ = writeln!(o, "FLOPs     {} ({}) at {}", f, human(f as f64), shapes.join(" "));
+            }
+            (None, Some(n)) => {
+                let _ = writeln!(o, "FLOPs     not counted: {n}");
+            }
+            _ => {}
+        }
+        if self.unsupported.is_empty() {
+            let _ = writeln!(o, "support   every op is supported by the interpreter");
+        } else {
+            for u in &self.unsupported {
+                let _ = writeln!(o, "support   {u}");
+            }
+        }
+        if layers && !self.layers.is_empty() {
+            let _ = writeln!(o, "\n{:<40} {:<20} {:>22} {:>12} {:>14}", "layer", "op", "output", "params", "FLOPs");
+            for l in &self.layers {
+                let _ = writeln!(
+                    o,
+                    "{:<40} {:<20} {:>22} {:>12} {:>14}",
+                    l.name,
+                    l.op,
+                    format!("{:?}", l.output_shape),
+                    l.params,
+                    l.flops
+                );
+            }
+        }
+        o
+    }
+}

@@ -1,0 +1,6 @@
+//! Reference runtimes: onnxruntime (ground truth, CPU or CUDA) and tract (pure Rust).
+
+pub mod ort;
+pub mod tract;
+
+pub use ort::{Device, OrtSession, find_dylib};
