@@ -21,7 +21,7 @@ fn main() {
 
     let fds = prost_types::FileDescriptorSet::decode(&std::fs::read(&fds_path).unwrap()[..])
         .expect("descriptor set");
-    let mut messages: Vec<(String, Vec<(i32, Option<String>, bool)>)> = Vec::new();
+    let mut messages: Vec<(String, Fields)> = Vec::new();
     for file in &fds.file {
         let pkg = file.package();
         for m in &file.message_type {
@@ -31,13 +31,14 @@ fn main() {
     let index = |name: &str| messages.iter().position(|(n, _)| n == name);
     let mut src = String::from(
         "/// Generated from onnx-ml.proto: message names and, per message, (field number, \
-         sub-message index, is a length-delimited scalar).\n",
+         index of the field's message type when it is a message).\n",
     );
-    writeln!(src, "pub static MESSAGES: &[(&str, &[(u32, Option<usize>)])] = &[").unwrap();
+    writeln!(src, "pub type Field = (u32, Option<usize>);").unwrap();
+    writeln!(src, "pub static MESSAGES: &[(&str, &[Field])] = &[").unwrap();
     for (name, fields) in &messages {
         let items: Vec<String> = fields
             .iter()
-            .map(|(num, sub, _)| {
+            .map(|(num, sub)| {
                 let sub = sub
                     .as_deref()
                     .map(|s| format!("Some({})", index(s).expect("known message")))
@@ -51,7 +52,7 @@ fn main() {
     std::fs::write(out_dir.join("onnx_fields.rs"), src).unwrap();
 }
 
-type Fields = Vec<(i32, Option<String>, bool)>;
+type Fields = Vec<(i32, Option<String>)>;
 
 fn collect(prefix: &str, m: &prost_types::DescriptorProto, out: &mut Vec<(String, Fields)>) {
     let name = format!("{prefix}.{}", m.name());
@@ -60,7 +61,7 @@ fn collect(prefix: &str, m: &prost_types::DescriptorProto, out: &mut Vec<(String
         .iter()
         .map(|f| {
             let sub = (f.r#type() == Type::Message).then(|| f.type_name().to_string());
-            (f.number(), sub, f.r#type() == Type::Bytes)
+            (f.number(), sub)
         })
         .collect();
     out.push((name.clone(), fields));

@@ -48,7 +48,10 @@ pub struct Summary {
 
 /// Concrete shapes for the graph inputs: declared fixed dims, `overrides` for the rest, and 1
 /// for a leading symbolic (batch) dim. Errors name every dim left unknown.
-pub fn probe_shapes(g: &Graph, overrides: &HashMap<String, Vec<usize>>) -> Result<Vec<(String, DType, Vec<usize>)>> {
+pub fn probe_shapes(
+    g: &Graph,
+    overrides: &HashMap<String, Vec<usize>>,
+) -> Result<Vec<(String, DType, Vec<usize>)>> {
     let mut out = Vec::new();
     let mut missing = Vec::new();
     for &id in &g.inputs {
@@ -57,7 +60,10 @@ pub fn probe_shapes(g: &Graph, overrides: &HashMap<String, Vec<usize>>) -> Resul
         if let Some(s) = overrides.get(&v.name) {
             if let Some(decl) = &v.shape {
                 let fits = decl.len() == s.len()
-                    && decl.iter().zip(s).all(|(d, &x)| !matches!(d, Dim::Fixed(f) if *f != x));
+                    && decl
+                        .iter()
+                        .zip(s)
+                        .all(|(d, &x)| !matches!(d, Dim::Fixed(f) if *f != x));
                 if !fits {
                     return Err(Error::Usage(format!(
                         "--shape {}={:?} does not fit the declared shape {}",
@@ -108,16 +114,29 @@ pub fn parse_shape_arg(s: &str) -> Result<(String, Vec<usize>)> {
         .split(',')
         .map(|d| d.trim().parse::<usize>())
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|_| Error::Usage(format!("--shape {s:?}: dimensions must be non-negative integers")))?;
+        .map_err(|_| {
+            Error::Usage(format!(
+                "--shape {s:?}: dimensions must be non-negative integers"
+            ))
+        })?;
     Ok((name.to_string(), dims))
 }
 
 /// Runs the model once on zeros to learn every value's shape (shape subgraphs included).
-pub fn infer_shapes(g: &Graph, inputs: &[(String, DType, Vec<usize>)]) -> Result<Vec<Option<Vec<usize>>>> {
+pub fn infer_shapes(
+    g: &Graph,
+    inputs: &[(String, DType, Vec<usize>)],
+) -> Result<Vec<Option<Vec<usize>>>> {
     let engine = Engine::<f32>::exact(g)?;
-    let feeds = inputs.iter().map(|(n, dt, s)| (n.clone(), zero_tensor::<f32>(*dt, s))).collect();
+    let feeds = inputs
+        .iter()
+        .map(|(n, dt, s)| (n.clone(), zero_tensor::<f32>(*dt, s)))
+        .collect();
     let values = engine.run_all(feeds)?;
-    Ok(values.iter().map(|v| v.as_ref().map(|t| t.shape().to_vec())).collect())
+    Ok(values
+        .iter()
+        .map(|v| v.as_ref().map(|t| t.shape().to_vec()))
+        .collect())
 }
 
 fn float_params<S: Real>(t: &Tensor<S>) -> usize {
@@ -132,7 +151,12 @@ pub fn node_flops(op: &Op, ins: &[Option<&Vec<usize>>], outs: &[Option<&Vec<usiz
     match (op, out0) {
         // Weight [M, C/group, k…]: each output element costs C/group·k… multiply-adds.
         (Op::Conv { .. }, Some(o)) => {
-            let w = ins.get(1).copied().flatten().map(|w| prod(&w[1..])).unwrap_or(0);
+            let w = ins
+                .get(1)
+                .copied()
+                .flatten()
+                .map(|w| prod(&w[1..]))
+                .unwrap_or(0);
             2 * prod(o) * w
         }
         (Op::ConvTranspose(_), Some(_)) => {
@@ -144,11 +168,21 @@ pub fn node_flops(op: &Op, ins: &[Option<&Vec<usize>>], outs: &[Option<&Vec<usiz
             }
         }
         (Op::Gemm { trans_a, .. }, Some(o)) => {
-            let k = ins.first().copied().flatten().map(|a| if *trans_a { a[0] } else { a[a.len() - 1] }).unwrap_or(0);
+            let k = ins
+                .first()
+                .copied()
+                .flatten()
+                .map(|a| if *trans_a { a[0] } else { a[a.len() - 1] })
+                .unwrap_or(0);
             2 * prod(o) * k as u64
         }
         (Op::MatMul, Some(o)) => {
-            let k = ins.first().copied().flatten().map(|a| a[a.len() - 1]).unwrap_or(0);
+            let k = ins
+                .first()
+                .copied()
+                .flatten()
+                .map(|a| a[a.len() - 1])
+                .unwrap_or(0);
             2 * prod(o) * k as u64
         }
         (Op::Constant { .. } | Op::Shape { .. } | Op::Size | Op::Identity, _) => 0,
@@ -167,7 +201,11 @@ pub fn summarize(model: &Model, overrides: &HashMap<String, Vec<usize>>) -> Summ
                 IoInfo {
                     name: v.name.clone(),
                     dtype: v.dtype.map(|d| d.to_string()).unwrap_or_else(|| "?".into()),
-                    shape: v.shape.as_ref().map(|s| fmt_shape(s)).unwrap_or_else(|| "?".into()),
+                    shape: v
+                        .shape
+                        .as_ref()
+                        .map(|s| fmt_shape(s))
+                        .unwrap_or_else(|| "?".into()),
                 }
             })
             .collect()
@@ -183,7 +221,9 @@ pub fn summarize(model: &Model, overrides: &HashMap<String, Vec<usize>>) -> Summ
     };
     let mut s = Summary {
         model: model.source.path.display().to_string(),
-        producer: format!("{} {}", p.producer_name(), p.producer_version()).trim().to_string(),
+        producer: format!("{} {}", p.producer_name(), p.producer_version())
+            .trim()
+            .to_string(),
         ir_version: p.ir_version(),
         opset: g.opset,
         inputs: io(&g.inputs),
@@ -203,7 +243,10 @@ pub fn summarize(model: &Model, overrides: &HashMap<String, Vec<usize>>) -> Summ
         return s;
     }
     let shapes = match probe_shapes(g, overrides).and_then(|inputs| {
-        s.probe_shapes = inputs.iter().map(|(n, _, sh)| (n.clone(), sh.clone())).collect();
+        s.probe_shapes = inputs
+            .iter()
+            .map(|(n, _, sh)| (n.clone(), sh.clone()))
+            .collect();
         infer_shapes(g, &inputs)
     }) {
         Ok(v) => v,
@@ -215,8 +258,16 @@ pub fn summarize(model: &Model, overrides: &HashMap<String, Vec<usize>>) -> Summ
     let mut total = 0u64;
     for n in &g.nodes {
         let op = n.op.as_ref().expect("supported");
-        let ins: Vec<Option<&Vec<usize>>> = n.inputs.iter().map(|v| v.and_then(|v| shapes[v].as_ref())).collect();
-        let outs: Vec<Option<&Vec<usize>>> = n.outputs.iter().map(|v| v.and_then(|v| shapes[v].as_ref())).collect();
+        let ins: Vec<Option<&Vec<usize>>> = n
+            .inputs
+            .iter()
+            .map(|v| v.and_then(|v| shapes[v].as_ref()))
+            .collect();
+        let outs: Vec<Option<&Vec<usize>>> = n
+            .outputs
+            .iter()
+            .map(|v| v.and_then(|v| shapes[v].as_ref()))
+            .collect();
         let flops = node_flops(op, &ins, &outs);
         total += flops;
         let params: usize = n
@@ -228,7 +279,16 @@ pub fn summarize(model: &Model, overrides: &HashMap<String, Vec<usize>>) -> Summ
             .sum();
         if params > 0 && !matches!(op, Op::Constant { .. }) {
             s.layers.push(Layer {
-                name: if n.name.is_empty() { n.outputs.iter().flatten().next().map(|&o| g.name(o).to_string()).unwrap_or_default() } else { n.name.clone() },
+                name: if n.name.is_empty() {
+                    n.outputs
+                        .iter()
+                        .flatten()
+                        .next()
+                        .map(|&o| g.name(o).to_string())
+                        .unwrap_or_default()
+                } else {
+                    n.name.clone()
+                },
                 op: n.op_type.clone(),
                 output_shape: outs.first().copied().flatten().cloned().unwrap_or_default(),
                 params,
@@ -258,7 +318,11 @@ impl Summary {
         use std::fmt::Write;
         let mut o = String::new();
         let _ = writeln!(o, "model     {}", self.model);
-        let _ = writeln!(o, "producer  {}   ir {}   opset {}", self.producer, self.ir_version, self.opset);
+        let _ = writeln!(
+            o,
+            "producer  {}   ir {}   opset {}",
+            self.producer, self.ir_version, self.opset
+        );
         for i in &self.inputs {
             let _ = writeln!(o, "input     {} {} {}", i.name, i.dtype, i.shape);
         }
@@ -268,11 +332,27 @@ impl Summary {
         let _ = writeln!(o, "nodes     {}", self.nodes);
         let ops: Vec<String> = self.ops.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = writeln!(o, "ops       {}", ops.join(", "));
-        let _ = writeln!(o, "params    {} ({})   file {} bytes", self.params, human(self.params as f64), self.file_bytes);
+        let _ = writeln!(
+            o,
+            "params    {} ({})   file {} bytes",
+            self.params,
+            human(self.params as f64),
+            self.file_bytes
+        );
         match (self.flops, &self.flops_note) {
             (Some(f), _) => {
-                let shapes: Vec<String> = self.probe_shapes.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
-                let _ = writeln!(o, "FLOPs     {} ({}) at {}", f, human(f as f64), shapes.join(" "));
+                let shapes: Vec<String> = self
+                    .probe_shapes
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v:?}"))
+                    .collect();
+                let _ = writeln!(
+                    o,
+                    "FLOPs     {} ({}) at {}",
+                    f,
+                    human(f as f64),
+                    shapes.join(" ")
+                );
             }
             (None, Some(n)) => {
                 let _ = writeln!(o, "FLOPs     not counted: {n}");
@@ -287,7 +367,11 @@ impl Summary {
             }
         }
         if layers && !self.layers.is_empty() {
-            let _ = writeln!(o, "\n{:<40} {:<20} {:>22} {:>12} {:>14}", "layer", "op", "output", "params", "FLOPs");
+            let _ = writeln!(
+                o,
+                "\n{:<40} {:<20} {:>22} {:>12} {:>14}",
+                "layer", "op", "output", "params", "FLOPs"
+            );
             for l in &self.layers {
                 let _ = writeln!(
                     o,

@@ -41,7 +41,9 @@ enum EngineKind {
 #[derive(Subcommand)]
 enum Command {
     /// Summarise a model: inputs/outputs, ops, parameters, FLOPs, unsupported ops.
-    #[command(after_help = "Examples:\n  onnx-prune inspect model.onnx\n  onnx-prune inspect model.onnx --layers --shape x=1,3,640,640\n  onnx-prune inspect model.onnx --json > summary.json")]
+    #[command(
+        after_help = "Examples:\n  onnx-prune inspect model.onnx\n  onnx-prune inspect model.onnx --layers --shape x=1,3,640,640\n  onnx-prune inspect model.onnx --json > summary.json"
+    )]
     Inspect {
         model: PathBuf,
         /// Per-layer parameters and FLOPs.
@@ -55,7 +57,9 @@ enum Command {
         shapes: Vec<String>,
     },
     /// Run a model on inputs from an .npz (keyed by input name); write the outputs as .npz.
-    #[command(after_help = "Example:\n  onnx-prune eval model.onnx --data inputs.npz --out outputs.npz --engine ort")]
+    #[command(
+        after_help = "Example:\n  onnx-prune eval model.onnx --data inputs.npz --out outputs.npz --engine ort"
+    )]
     Eval {
         model: PathBuf,
         #[arg(long)]
@@ -72,7 +76,9 @@ enum Command {
         intermediates: bool,
     },
     /// Run two models in onnxruntime on the same inputs and report how closely they agree.
-    #[command(after_help = "Example:\n  onnx-prune compare dense.onnx pruned.onnx --data heldout.npz --labels labels.npy --tolerance 0.05")]
+    #[command(
+        after_help = "Example:\n  onnx-prune compare dense.onnx pruned.onnx --data heldout.npz --labels labels.npy --tolerance 0.05"
+    )]
     Compare {
         a: PathBuf,
         b: PathBuf,
@@ -108,7 +114,9 @@ fn main() -> ExitCode {
             eprintln!("error: --threads must be at least 1");
             return ExitCode::from(1);
         }
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global();
     }
     match run(cli.command, cli.threads.unwrap_or(0)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -134,10 +142,17 @@ fn load(path: &Path) -> Result<Model> {
 
 fn run(cmd: Command, threads: usize) -> Result<()> {
     match cmd {
-        Command::Inspect { model, layers, json, shapes } => {
+        Command::Inspect {
+            model,
+            layers,
+            json,
+            shapes,
+        } => {
             let m = load(&model)?;
-            let overrides: HashMap<String, Vec<usize>> =
-                shapes.iter().map(|s| inspect::parse_shape_arg(s)).collect::<onnx_prune::Result<_>>()?;
+            let overrides: HashMap<String, Vec<usize>> = shapes
+                .iter()
+                .map(|s| inspect::parse_shape_arg(s))
+                .collect::<onnx_prune::Result<_>>()?;
             let s = inspect::summarize(&m, &overrides);
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
@@ -146,7 +161,14 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             }
             Ok(())
         }
-        Command::Eval { model, data, out, engine, device, intermediates } => {
+        Command::Eval {
+            model,
+            data,
+            out,
+            engine,
+            device,
+            intermediates,
+        } => {
             if !matches!(engine, EngineKind::Ort) && device == Device::Cuda {
                 bail!("--device cuda needs --engine ort");
             }
@@ -168,14 +190,24 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
                             .collect()
                     } else {
                         let outs = e.run(feeds)?;
-                        m.graph.outputs.iter().map(|&o| m.graph.name(o).to_string()).zip(outs).collect()
+                        m.graph
+                            .outputs
+                            .iter()
+                            .map(|&o| m.graph.name(o).to_string())
+                            .zip(outs)
+                            .collect()
                     }
                 }
                 EngineKind::Ort => OrtSession::from_file(&model, device, threads)?.run(&feeds)?,
                 EngineKind::Tract => {
                     let m = load(&model)?;
                     let outs = onnx_prune::runtime::tract::run_file(&model, &feeds)?;
-                    m.graph.outputs.iter().map(|&o| m.graph.name(o).to_string()).zip(outs).collect()
+                    m.graph
+                        .outputs
+                        .iter()
+                        .map(|&o| m.graph.name(o).to_string())
+                        .zip(outs)
+                        .collect()
                 }
             };
             write_npz(&out, &outputs)?;
@@ -184,10 +216,22 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             }
             Ok(())
         }
-        Command::Compare { a, b, data, labels, device, tolerance, json } => {
+        Command::Compare {
+            a,
+            b,
+            data,
+            labels,
+            device,
+            tolerance,
+            json,
+        } => {
             let feeds = read_tensors(&data)?;
-            let ra = OrtSession::from_file(&a, device, threads).with_context(|| format!("{}", a.display()))?.run(&feeds)?;
-            let rb = OrtSession::from_file(&b, device, threads).with_context(|| format!("{}", b.display()))?.run(&feeds)?;
+            let ra = OrtSession::from_file(&a, device, threads)
+                .with_context(|| format!("{}", a.display()))?
+                .run(&feeds)?;
+            let rb = OrtSession::from_file(&b, device, threads)
+                .with_context(|| format!("{}", b.display()))?
+                .run(&feeds)?;
             if ra.len() != rb.len() {
                 bail!("the models have {} and {} outputs", ra.len(), rb.len());
             }
@@ -215,17 +259,31 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!("{:<28} {:>12} {:>12} {:>10} {:>8}", "output", "max |Δ|", "rel", "cosine", "top-1");
+                println!(
+                    "{:<28} {:>12} {:>12} {:>10} {:>8}",
+                    "output", "max |Δ|", "rel", "cosine", "top-1"
+                );
                 for r in &rows {
-                    let t1 = r.top1_agreement.map(|x| format!("{:.2}%", 100.0 * x)).unwrap_or_else(|| "-".into());
-                    println!("{:<28} {:>12.3e} {:>12.3e} {:>10.6} {:>8}", r.name, r.max_abs, r.rel, r.cosine, t1);
+                    let t1 = r
+                        .top1_agreement
+                        .map(|x| format!("{:.2}%", 100.0 * x))
+                        .unwrap_or_else(|| "-".into());
+                    println!(
+                        "{:<28} {:>12.3e} {:>12.3e} {:>10.6} {:>8}",
+                        r.name, r.max_abs, r.rel, r.cosine, t1
+                    );
                 }
                 if let Some((x, y)) = acc {
-                    println!("accuracy  a {:.2}%  b {:.2}%  ({:+.2} points)", 100.0 * x, 100.0 * y, 100.0 * (y - x));
+                    println!(
+                        "accuracy  a {:.2}%  b {:.2}%  ({:+.2} points)",
+                        100.0 * x,
+                        100.0 * y,
+                        100.0 * (y - x)
+                    );
                 }
             }
             if let Some(tol) = tolerance
-                && let Some(r) = rows.iter().find(|r| !(r.rel <= tol))
+                && let Some(r) = rows.iter().find(|r| r.rel.is_nan() || r.rel > tol)
             {
                 return Err(ValidationFailure(format!(
                     "output {:?} differs by {:.3e} (relative), over the tolerance {tol}",

@@ -27,7 +27,11 @@ fn read_tensor(p: &Path) -> TensorProto {
 
 fn close<S: Real>(got: &Tensor<S>, want: &Tensor<f64>) -> Result<(), String> {
     if got.shape() != want.shape() {
-        return Err(format!("shape {:?} != expected {:?}", got.shape(), want.shape()));
+        return Err(format!(
+            "shape {:?} != expected {:?}",
+            got.shape(),
+            want.shape()
+        ));
     }
     if got.dtype != want.dtype {
         return Err(format!("dtype {} != expected {}", got.dtype, want.dtype));
@@ -36,7 +40,8 @@ fn close<S: Real>(got: &Tensor<S>, want: &Tensor<f64>) -> Result<(), String> {
         (Data::Float(_), Data::Float(_)) => {
             let (g, w) = (got.to_f64_vec(), want.to_f64_vec());
             for (i, (a, b)) in g.iter().zip(&w).enumerate() {
-                let ok = (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 1e-7 + 1e-3 * b.abs();
+                let ok =
+                    (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 1e-7 + 1e-3 * b.abs();
                 if !ok {
                     return Err(format!("element {i}: {a} != expected {b}"));
                 }
@@ -47,7 +52,11 @@ fn close<S: Real>(got: &Tensor<S>, want: &Tensor<f64>) -> Result<(), String> {
             if got.to_f64_vec() == want.to_f64_vec() {
                 Ok(())
             } else {
-                Err(format!("values {:?} != expected {:?}", truncate(got.to_f64_vec()), truncate(want.to_f64_vec())))
+                Err(format!(
+                    "values {:?} != expected {:?}",
+                    truncate(got.to_f64_vec()),
+                    truncate(want.to_f64_vec())
+                ))
             }
         }
     }
@@ -87,7 +96,11 @@ fn run_case<S: Real>(dir: &Path) -> Outcome {
         Ok(v) => v,
         Err(e) => {
             let m = e.to_string();
-            return if m.contains("not supported") { Outcome::Refused(m) } else { Outcome::Fail(m) };
+            return if m.contains("not supported") {
+                Outcome::Refused(m)
+            } else {
+                Outcome::Fail(m)
+            };
         }
     };
     for (i, (g_, w)) in got.iter().zip(&want).enumerate() {
@@ -99,22 +112,38 @@ fn run_case<S: Real>(dir: &Path) -> Outcome {
 }
 
 fn uses_f64(dir: &Path) -> bool {
-    let Ok(m) = Model::load(&dir.join("model.onnx")) else { return false };
-    m.graph.values.iter().any(|v| v.dtype == Some(onnx_prune::tensor::DType::F64))
+    let Ok(m) = Model::load(&dir.join("model.onnx")) else {
+        return false;
+    };
+    m.graph
+        .values
+        .iter()
+        .any(|v| v.dtype == Some(onnx_prune::tensor::DType::F64))
 }
 
 #[test]
 fn onnx_node_tests() {
     let root = common::deps().join("onnx-node-tests").join("node");
-    assert!(root.is_dir(), "{} is missing: run scripts/setup.sh", root.display());
-    let mut dirs: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(
+        root.is_dir(),
+        "{} is missing: run scripts/setup.sh",
+        root.display()
+    );
+    let mut dirs: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     dirs.sort();
     let (mut claimed, mut passed, mut excluded) = (0, 0, 0);
     let mut failures = Vec::new();
     let mut refused = Vec::new();
     for dir in &dirs {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        let outcome = if uses_f64(dir) { run_case::<f64>(dir) } else { run_case::<f32>(dir) };
+        let outcome = if uses_f64(dir) {
+            run_case::<f64>(dir)
+        } else {
+            run_case::<f32>(dir)
+        };
         if let Some((_, why)) = EXCLUDED.iter().find(|(n, _)| *n == name) {
             if !matches!(outcome, Outcome::NotClaimed) {
                 excluded += 1;
@@ -146,5 +175,9 @@ fn onnx_node_tests() {
         dirs.len(),
         refused.len()
     );
-    assert!(failures.is_empty(), "{} claimed node tests failed", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} claimed node tests failed",
+        failures.len()
+    );
 }

@@ -47,10 +47,19 @@ fn decode(src: &mut impl ArraySource) -> std::result::Result<Tensor<f32>, String
         };
     }
     attempt!(f32, Tensor::f32);
-    attempt!(f64, |a: ArrayD<f64>| Tensor::float(DType::F64, a.mapv(|v| v as f32)));
+    attempt!(f64, |a: ArrayD<f64>| Tensor::float(
+        DType::F64,
+        a.mapv(|v| v as f32)
+    ));
     attempt!(i64, Tensor::i64);
-    attempt!(i32, |a: ArrayD<i32>| Tensor::int(DType::I32, a.mapv(i64::from)));
-    attempt!(u8, |a: ArrayD<u8>| Tensor::int(DType::U8, a.mapv(i64::from)));
+    attempt!(i32, |a: ArrayD<i32>| Tensor::int(
+        DType::I32,
+        a.mapv(i64::from)
+    ));
+    attempt!(u8, |a: ArrayD<u8>| Tensor::int(
+        DType::U8,
+        a.mapv(i64::from)
+    ));
     attempt!(bool, Tensor::bool);
     Err("unsupported element type (float32/64, int64/32, uint8 and bool are read)".into())
 }
@@ -63,8 +72,11 @@ pub fn read_npz(path: &Path) -> Result<Vec<(String, Tensor<f32>)>> {
     let names = npz.names().map_err(|e| bad(e.to_string()))?;
     let mut out = Vec::with_capacity(names.len());
     for name in names {
-        let t = decode(&mut NpzEntry { npz: &mut npz, name: &name })
-            .map_err(|m| bad(format!("array {name:?}: {m}")))?;
+        let t = decode(&mut NpzEntry {
+            npz: &mut npz,
+            name: &name,
+        })
+        .map_err(|m| bad(format!("array {name:?}: {m}")))?;
         out.push((name, t));
     }
     Ok(out)
@@ -78,7 +90,10 @@ pub fn read_npy(path: &Path) -> Result<Tensor<f32>> {
 pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor<f32>)>> {
     match path.extension().and_then(|e| e.to_str()) {
         Some("npy") => {
-            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             Ok(vec![(stem, read_npy(path)?)])
         }
         _ => read_npz(path),
@@ -87,10 +102,15 @@ pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor<f32>)>> {
 
 /// Writes tensors as an `.npz` (atomically: temporary file, then rename).
 pub fn write_npz(path: &Path, tensors: &[(String, Tensor<f32>)]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.{}.tmp",
-        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
         std::process::id()
     ));
     let res = (|| -> std::result::Result<(), String> {

@@ -66,7 +66,11 @@ impl<'g, S: Real> Engine<'g, S> {
         for (&id, w) in &graph.weights {
             consts[id] = Some(w.tensor.convert());
         }
-        let steps = if fuse { plan_fused(graph, &consts) } else { plan_exact(graph) };
+        let steps = if fuse {
+            plan_fused(graph, &consts)
+        } else {
+            plan_exact(graph)
+        };
         let mut last_use = vec![0usize; graph.values.len()];
         for (i, s) in steps.iter().enumerate() {
             for &v in s.inputs.iter().flatten() {
@@ -76,7 +80,13 @@ impl<'g, S: Real> Engine<'g, S> {
         for &o in &graph.outputs {
             last_use[o] = usize::MAX;
         }
-        Ok(Engine { graph, consts, steps, last_use, fused: fuse })
+        Ok(Engine {
+            graph,
+            consts,
+            steps,
+            last_use,
+            fused: fuse,
+        })
     }
 
     /// Checks feeds against the graph's inputs: every input given once, storage and declared
@@ -85,20 +95,31 @@ impl<'g, S: Real> Engine<'g, S> {
         let g = self.graph;
         let mut slots: Vec<Option<Tensor<S>>> = vec![None; g.values.len()];
         for (name, t) in feeds {
-            let id = g.id(&name).filter(|id| g.inputs.contains(id)).ok_or_else(|| {
-                let names: Vec<&str> = g.inputs.iter().map(|&i| g.name(i)).collect();
-                Error::Data(format!("{name:?} is not an input of the model (inputs: {names:?})"))
-            })?;
+            let id = g
+                .id(&name)
+                .filter(|id| g.inputs.contains(id))
+                .ok_or_else(|| {
+                    let names: Vec<&str> = g.inputs.iter().map(|&i| g.name(i)).collect();
+                    Error::Data(format!(
+                        "{name:?} is not an input of the model (inputs: {names:?})"
+                    ))
+                })?;
             let info = &g.values[id];
             if let Some(dt) = info.dtype
                 && dt.storage() != t.dtype.storage()
             {
-                return Err(Error::Data(format!("input {name:?} must be {dt}, got {}", t.dtype)));
+                return Err(Error::Data(format!(
+                    "input {name:?} must be {dt}, got {}",
+                    t.dtype
+                )));
             }
             if let Some(shape) = &info.shape {
                 let got = t.shape();
                 let fits = shape.len() == got.len()
-                    && shape.iter().zip(got).all(|(d, &g)| !matches!(d, Dim::Fixed(f) if *f != g));
+                    && shape
+                        .iter()
+                        .zip(got)
+                        .all(|(d, &g)| !matches!(d, Dim::Fixed(f) if *f != g));
                 if !fits {
                     return Err(Error::Data(format!(
                         "input {name:?} must have shape {}, got {got:?}",
@@ -108,7 +129,10 @@ impl<'g, S: Real> Engine<'g, S> {
             }
             // Declared non-f32 floats keep their tag so outputs report the model's dtype.
             let t = match info.dtype {
-                Some(dt) if dt.storage() == Storage::Float && dt != t.dtype => Tensor { dtype: dt, data: t.data },
+                Some(dt) if dt.storage() == Storage::Float && dt != t.dtype => Tensor {
+                    dtype: dt,
+                    data: t.data,
+                },
                 _ => t,
             };
             if slots[id].replace(t).is_some() {
@@ -116,7 +140,10 @@ impl<'g, S: Real> Engine<'g, S> {
             }
         }
         if let Some(&missing) = g.inputs.iter().find(|&&i| slots[i].is_none()) {
-            return Err(Error::Data(format!("input {:?} is missing", g.name(missing))));
+            return Err(Error::Data(format!(
+                "input {:?} is missing",
+                g.name(missing)
+            )));
         }
         Ok(slots)
     }
@@ -131,7 +158,12 @@ impl<'g, S: Real> Engine<'g, S> {
                 values[o]
                     .take()
                     .or_else(|| self.consts[o].clone())
-                    .ok_or_else(|| Error::graph(format!("output {:?}", self.graph.name(o)), "was not computed"))
+                    .ok_or_else(|| {
+                        Error::graph(
+                            format!("output {:?}", self.graph.name(o)),
+                            "was not computed",
+                        )
+                    })
             })
             .collect()
     }
@@ -158,8 +190,15 @@ impl<'g, S: Real> Engine<'g, S> {
         for (i, step) in self.steps.iter().enumerate() {
             let node = &self.graph.nodes[step.node];
             let fail = |m: String| Error::graph(node.label(), m);
-            if let Some(k) = step.inputs.iter().position(|v| v.is_some_and(|v| values[v].is_none() && self.consts[v].is_none())) {
-                return Err(fail(format!("input {:?} has no value", self.graph.name(step.inputs[k].expect("some")))));
+            if let Some(k) = step
+                .inputs
+                .iter()
+                .position(|v| v.is_some_and(|v| values[v].is_none() && self.consts[v].is_none()))
+            {
+                return Err(fail(format!(
+                    "input {:?} has no value",
+                    self.graph.name(step.inputs[k].expect("some"))
+                )));
             }
             // Elementwise steps write over their first input when nothing else needs it.
             if !keep
@@ -190,19 +229,30 @@ impl<'g, S: Real> Engine<'g, S> {
                     .map(|v| v.and_then(|v| values[v].as_ref().or(self.consts[v].as_ref())))
                     .collect();
                 match &step.kind {
-                    StepKind::Node(op) => ops::eval(op, &inputs, step.outputs.len()).map_err(fail)?,
-                    StepKind::Conv { window, group, w, w_shape, b, act } => {
+                    StepKind::Node(op) => {
+                        ops::eval(op, &inputs, step.outputs.len()).map_err(fail)?
+                    }
+                    StepKind::Conv {
+                        window,
+                        group,
+                        w,
+                        w_shape,
+                        b,
+                        act,
+                    } => {
                         let x = ops::util::req(&inputs, 0).map_err(fail)?;
-                        vec![fused_conv(x, window, *group, w, w_shape, b.as_deref(), *act).map_err(fail)?]
+                        vec![
+                            fused_conv(x, window, *group, w, w_shape, b.as_deref(), *act)
+                                .map_err(fail)?,
+                        ]
                     }
                 }
             };
             for (k, slot) in step.outputs.iter().enumerate() {
                 let Some(id) = slot else { continue };
-                let t = outs
-                    .get(k)
-                    .cloned()
-                    .ok_or_else(|| fail(format!("output {k} is not produced by this implementation")))?;
+                let t = outs.get(k).cloned().ok_or_else(|| {
+                    fail(format!("output {k} is not produced by this implementation"))
+                })?;
                 values[*id] = Some(t);
             }
             if !keep {
@@ -233,7 +283,10 @@ fn fused_conv<S: Real>(
     let xa = ops::util::float(x, "X")?.as_standard_layout();
     let sh: ConvShape = conv_shape(xa.shape(), w_shape, window, group)?;
     let out = conv_raw(xa.as_slice().expect("standard"), w, b, &sh, act);
-    Ok(Tensor::float(x.dtype, ArrayD::from_shape_vec(IxDyn(&sh.out_shape), out).expect("sized")))
+    Ok(Tensor::float(
+        x.dtype,
+        ArrayD::from_shape_vec(IxDyn(&sh.out_shape), out).expect("sized"),
+    ))
 }
 
 fn plan_exact<'g, S>(graph: &'g Graph) -> Vec<Step<'g, S>> {
@@ -254,7 +307,11 @@ fn plan_exact<'g, S>(graph: &'g Graph) -> Vec<Step<'g, S>> {
 }
 
 /// Activations that can run in a Conv's epilogue.
-fn fusable_act<S: Real>(op: &Op, inputs: &[Option<ValueId>], consts: &[Option<Tensor<S>>]) -> Option<Act> {
+fn fusable_act<S: Real>(
+    op: &Op,
+    inputs: &[Option<ValueId>],
+    consts: &[Option<Tensor<S>>],
+) -> Option<Act> {
     match op {
         Op::Unary(u) => match u {
             Unary::Relu
@@ -269,7 +326,11 @@ fn fusable_act<S: Real>(op: &Op, inputs: &[Option<ValueId>], consts: &[Option<Te
             | Unary::Softplus => Some(Act::Unary(*u)),
             _ => None,
         },
-        Op::Clip { min, max, attr_form } => {
+        Op::Clip {
+            min,
+            max,
+            attr_form,
+        } => {
             let bounds: Vec<Option<&Tensor<S>>> = inputs[1..]
                 .iter()
                 .map(|v| match v {
@@ -278,7 +339,10 @@ fn fusable_act<S: Real>(op: &Op, inputs: &[Option<ValueId>], consts: &[Option<Te
                 })
                 .collect::<Option<Vec<_>>>()?;
             let (lo, hi) = ops::clip_bounds(*min, *max, *attr_form, &bounds).ok()?;
-            Some(Act::Clip { lo: lo.unwrap_or(f64::NEG_INFINITY), hi: hi.unwrap_or(f64::INFINITY) })
+            Some(Act::Clip {
+                lo: lo.unwrap_or(f64::NEG_INFINITY),
+                hi: hi.unwrap_or(f64::INFINITY),
+            })
         }
         _ => None,
     }
@@ -319,9 +383,12 @@ fn plan_fused<'g, S: Real>(graph: &'g Graph, consts: &[Option<Tensor<S>>]) -> Ve
         if let Op::Conv { window, group } = op
             && n.outputs.len() == 1
             && let Some(w) = const_floats(consts, n.inputs.get(1).copied().flatten())
-            && let Some(w_shape) = n.inputs[1].and_then(|v| consts[v].as_ref()).map(|t| t.shape().to_vec())
+            && let Some(w_shape) = n.inputs[1]
+                .and_then(|v| consts[v].as_ref())
+                .map(|t| t.shape().to_vec())
             && !w_shape.is_empty()
-            && (n.inputs.get(2).copied().flatten().is_none() || const_floats(consts, n.inputs[2]).is_some())
+            && (n.inputs.get(2).copied().flatten().is_none()
+                || const_floats(consts, n.inputs[2]).is_some())
         {
             let m = w_shape[0];
             let mut w = w;
@@ -333,8 +400,8 @@ fn plan_fused<'g, S: Real>(graph: &'g Graph, consts: &[Option<Tensor<S>>]) -> Ve
                 && let Ok(Op::BatchNorm { epsilon }) = &graph.nodes[j].op
                 && graph.nodes[j].inputs.first() == Some(&Some(out))
                 && graph.nodes[j].outputs.len() == 1
-                && let [Some(sc), Some(bi), Some(mu), Some(var)] =
-                    [1, 2, 3, 4].map(|k| const_floats(consts, graph.nodes[j].inputs.get(k).copied().flatten()))
+                && let [Some(sc), Some(bi), Some(mu), Some(var)] = [1, 2, 3, 4]
+                    .map(|k| const_floats(consts, graph.nodes[j].inputs.get(k).copied().flatten()))
                 && [&sc, &bi, &mu, &var].iter().all(|v| v.len() == m)
             {
                 let per = w.len() / m;
@@ -364,14 +431,26 @@ fn plan_fused<'g, S: Real>(graph: &'g Graph, consts: &[Option<Tensor<S>>]) -> Ve
             if changed {
                 steps.push(Step {
                     node: i,
-                    kind: StepKind::Conv { window, group: *group, w, w_shape, b, act },
+                    kind: StepKind::Conv {
+                        window,
+                        group: *group,
+                        w,
+                        w_shape,
+                        b,
+                        act,
+                    },
                     inputs: vec![n.inputs[0]],
                     outputs: vec![Some(out)],
                 });
                 continue;
             }
         }
-        steps.push(Step { node: i, kind: StepKind::Node(op), inputs: n.inputs.clone(), outputs: n.outputs.clone() });
+        steps.push(Step {
+            node: i,
+            kind: StepKind::Node(op),
+            inputs: n.inputs.clone(),
+            outputs: n.outputs.clone(),
+        });
     }
     steps
 }
@@ -393,6 +472,9 @@ pub fn zero_tensor<S: Real>(dtype: DType, shape: &[usize]) -> Tensor<S> {
     match dtype.storage() {
         Storage::Int => Tensor::int(dtype, ArrayD::from_elem(IxDyn(shape), 0)),
         Storage::Bool => Tensor::bool(ArrayD::from_elem(IxDyn(shape), false)),
-        _ => Tensor::float(if dtype.is_float() { dtype } else { DType::F32 }, ArrayD::from_elem(IxDyn(shape), S::zero())),
+        _ => Tensor::float(
+            if dtype.is_float() { dtype } else { DType::F32 },
+            ArrayD::from_elem(IxDyn(shape), S::zero()),
+        ),
     }
 }

@@ -77,7 +77,9 @@ impl<'a> Attrs<'a> {
             .map(|a| String::from_utf8_lossy(a.s()).into_owned()))
     }
     pub fn string(&self, name: &str, default: &str) -> Result<String, String> {
-        Ok(self.string_opt(name)?.unwrap_or_else(|| default.to_string()))
+        Ok(self
+            .string_opt(name)?
+            .unwrap_or_else(|| default.to_string()))
     }
     pub fn ints_opt(&self, name: &str) -> Result<Option<Vec<i64>>, String> {
         Ok(self.typed(name, ty::INTS)?.map(|a| a.ints.clone()))

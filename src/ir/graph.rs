@@ -227,8 +227,16 @@ impl Graph {
         let mut parsed: Vec<Node> = Vec::with_capacity(g.node.len());
         for n in &g.node {
             let op = Op::parse(n, opset);
-            let ins = n.input.iter().map(|s| (!s.is_empty()).then(|| b.intern(s))).collect();
-            let outs = n.output.iter().map(|s| (!s.is_empty()).then(|| b.intern(s))).collect();
+            let ins = n
+                .input
+                .iter()
+                .map(|s| (!s.is_empty()).then(|| b.intern(s)))
+                .collect();
+            let outs = n
+                .output
+                .iter()
+                .map(|s| (!s.is_empty()).then(|| b.intern(s)))
+                .collect();
             parsed.push(Node {
                 name: n.name().to_string(),
                 op_type: n.op_type().to_string(),
@@ -306,7 +314,11 @@ fn toposort(
     for (i, n) in nodes.iter().enumerate() {
         for &o in n.outputs.iter().flatten() {
             if weights.contains_key(&o) || inputs.contains(&o) {
-                bail_graph!(n.label(), "output {:?} is also a graph input or initializer", values[o].name);
+                bail_graph!(
+                    n.label(),
+                    "output {:?} is also a graph input or initializer",
+                    values[o].name
+                );
             }
             if let Some(&j) = producer.get(&o) {
                 bail_graph!(
@@ -360,7 +372,10 @@ fn toposort(
         ));
     }
     let mut slots: Vec<Option<Node>> = nodes.into_iter().map(Some).collect();
-    Ok(order.into_iter().map(|i| slots[i].take().expect("once")).collect())
+    Ok(order
+        .into_iter()
+        .map(|i| slots[i].take().expect("once"))
+        .collect())
 }
 
 /// A model: the file as read plus its typed graph.

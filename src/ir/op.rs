@@ -114,9 +114,13 @@ pub struct ConvTransposeAttrs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolKind {
     Max,
-    Average { count_include_pad: bool },
+    Average {
+        count_include_pad: bool,
+    },
     /// LpPool with p.
-    Lp { p: i64 },
+    Lp {
+        p: i64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +176,9 @@ pub enum PadMode {
     Edge,
     Wrap,
 }
+
+/// Slice-1's attributes: starts, ends, axes.
+pub type SliceAttrs = (Vec<i64>, Vec<i64>, Option<Vec<i64>>);
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
@@ -256,7 +263,7 @@ pub enum Op {
     },
     /// Opset < 10 passes starts/ends/axes as attributes.
     Slice {
-        attr: Option<(Vec<i64>, Vec<i64>, Option<Vec<i64>>)>,
+        attr: Option<SliceAttrs>,
     },
     Concat {
         axis: i64,
@@ -517,7 +524,9 @@ impl Op {
             "MatMul" => Ok(Op::MatMul),
             "BatchNormalization" => {
                 if a.int("training_mode", 0)? != 0 {
-                    return Err("training_mode=1 is not supported (inference only)".to_string().into());
+                    return Err("training_mode=1 is not supported (inference only)"
+                        .to_string()
+                        .into());
                 }
                 if opset < 9 && a.int("spatial", 1)? != 1 {
                     return Err("spatial=0 is not supported".to_string().into());
@@ -611,7 +620,9 @@ impl Op {
             }),
             "Reshape" => {
                 if opset < 5 {
-                    return Err("Reshape-1 (shape attribute) is not supported".to_string().into());
+                    return Err("Reshape-1 (shape attribute) is not supported"
+                        .to_string()
+                        .into());
                 }
                 Ok(Op::Reshape {
                     allowzero: a.int("allowzero", 0)? != 0,
@@ -621,7 +632,11 @@ impl Op {
                 perm: a.ints_opt("perm")?,
             }),
             "Squeeze" => Ok(Op::Squeeze {
-                axes: if opset < 13 { a.ints_opt("axes")? } else { None },
+                axes: if opset < 13 {
+                    a.ints_opt("axes")?
+                } else {
+                    None
+                },
             }),
             "Unsqueeze" => {
                 let axes = if opset < 13 {
@@ -632,7 +647,11 @@ impl Op {
                 Ok(Op::Unsqueeze { axes })
             }
             "Split" => {
-                let split = if opset < 13 { a.ints_opt("split")? } else { None };
+                let split = if opset < 13 {
+                    a.ints_opt("split")?
+                } else {
+                    None
+                };
                 // num_outputs (18) only restates the output count, which the node already has.
                 a.ignore(&["num_outputs"]);
                 Ok(Op::Split {
@@ -642,11 +661,7 @@ impl Op {
             }
             "Slice" => {
                 let attr = if opset < 10 {
-                    Some((
-                        a.ints("starts")?,
-                        a.ints("ends")?,
-                        a.ints_opt("axes")?,
-                    ))
+                    Some((a.ints("starts")?, a.ints("ends")?, a.ints_opt("axes")?))
                 } else {
                     None
                 };
@@ -713,8 +728,16 @@ impl Op {
             _ => {
                 if let Some(kind) = reduce_kind(op_type) {
                     // ReduceSum moved axes to an input at 13, the others at 18.
-                    let input_axes = if kind == ReduceKind::Sum { opset >= 13 } else { opset >= 18 };
-                    let axes = if input_axes { None } else { a.ints_opt("axes")? };
+                    let input_axes = if kind == ReduceKind::Sum {
+                        opset >= 13
+                    } else {
+                        opset >= 18
+                    };
+                    let axes = if input_axes {
+                        None
+                    } else {
+                        a.ints_opt("axes")?
+                    };
                     return Ok(Op::Reduce {
                         kind,
                         axes,
@@ -779,14 +802,21 @@ fn parse_resize(a: &Attrs, opset: i64) -> Result<Op, ParseError> {
     let coord = if v10 {
         CoordMode::Asymmetric
     } else {
-        match a.string("coordinate_transformation_mode", "half_pixel")?.as_str() {
+        match a
+            .string("coordinate_transformation_mode", "half_pixel")?
+            .as_str()
+        {
             "half_pixel" => CoordMode::HalfPixel,
             "half_pixel_symmetric" => CoordMode::HalfPixelSymmetric,
             "pytorch_half_pixel" => CoordMode::PytorchHalfPixel,
             "align_corners" => CoordMode::AlignCorners,
             "asymmetric" => CoordMode::Asymmetric,
             "tf_crop_and_resize" => CoordMode::TfCropAndResize,
-            o => return Err(format!("coordinate_transformation_mode {o:?} is not supported").into()),
+            o => {
+                return Err(
+                    format!("coordinate_transformation_mode {o:?} is not supported").into(),
+                );
+            }
         }
     };
     let nearest = if v10 {

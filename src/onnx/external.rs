@@ -15,8 +15,15 @@ pub fn for_each_tensor_mut(model: &mut ModelProto, f: &mut dyn FnMut(&mut Tensor
             f(t);
         }
         a.tensors.iter_mut().for_each(&mut *f);
-        for s in a.sparse_tensor.iter_mut().chain(a.sparse_tensors.iter_mut()) {
-            s.values.iter_mut().chain(s.indices.iter_mut()).for_each(&mut *f);
+        for s in a
+            .sparse_tensor
+            .iter_mut()
+            .chain(a.sparse_tensors.iter_mut())
+        {
+            s.values
+                .iter_mut()
+                .chain(s.indices.iter_mut())
+                .for_each(&mut *f);
         }
         for g in a.g.iter_mut().chain(a.graphs.iter_mut()) {
             graph(g, f);
@@ -30,7 +37,10 @@ pub fn for_each_tensor_mut(model: &mut ModelProto, f: &mut dyn FnMut(&mut Tensor
     fn graph(g: &mut GraphProto, f: &mut dyn FnMut(&mut TensorProto)) {
         g.initializer.iter_mut().for_each(&mut *f);
         for s in &mut g.sparse_initializer {
-            s.values.iter_mut().chain(s.indices.iter_mut()).for_each(&mut *f);
+            s.values
+                .iter_mut()
+                .chain(s.indices.iter_mut())
+                .for_each(&mut *f);
         }
         for n in &mut g.node {
             node(n, f);
@@ -112,7 +122,10 @@ pub fn inline_external(
         let r = match external_ref(t) {
             Ok(r) => r,
             Err(m) => {
-                err = Some(Error::bad_model(model_path, format!("tensor {name:?}: {m}")));
+                err = Some(Error::bad_model(
+                    model_path,
+                    format!("tensor {name:?}: {m}"),
+                ));
                 return;
             }
         };

@@ -52,7 +52,10 @@ pub fn decode_model(bytes: Bytes, path: &Path) -> Result<LoadedModel> {
     }
     let file_len = bytes.len();
     let mut proto = ModelProto::decode(bytes.clone()).map_err(|e| {
-        Error::bad_model(path, format!("not an ONNX model (protobuf decode failed: {e})"))
+        Error::bad_model(
+            path,
+            format!("not an ONNX model (protobuf decode failed: {e})"),
+        )
     })?;
     if proto.graph.is_none() {
         return Err(Error::bad_model(path, "the model has no graph"));
@@ -96,7 +99,8 @@ const EXTERNAL_ALIGN: u64 = 64;
 pub fn save_model(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<()> {
     let mut model = model.clone();
     let too_big = model.encoded_len() > PROTOBUF_LIMIT;
-    let wanted: std::collections::HashSet<&str> = opts.external.iter().map(|s| s.as_str()).collect();
+    let wanted: std::collections::HashSet<&str> =
+        opts.external.iter().map(|s| s.as_str()).collect();
     let data_name = format!(
         "{}.data",
         path.file_name()

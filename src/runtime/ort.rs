@@ -65,7 +65,11 @@ pub fn find_dylib() -> Result<PathBuf> {
             dirs.push(anc.join(".deps").join("ort"));
         }
     }
-    dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps").join("ort"));
+    dirs.push(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(".deps")
+            .join("ort"),
+    );
     dirs.extend(["/usr/local/lib", "/usr/lib", "/usr/lib/x86_64-linux-gnu"].map(PathBuf::from));
     dirs.iter()
         .find_map(|d| versioned_lib_in(d))
@@ -77,7 +81,8 @@ static ENV: OnceLock<std::result::Result<ort::environment::Environment, String>>
 fn environment() -> Result<&'static ort::environment::Environment> {
     ENV.get_or_init(|| {
         let path = find_dylib().map_err(|e| e.to_string())?;
-        let builder = ort::init_from(&path).map_err(|e| format!("loading {}: {e}", path.display()))?;
+        let builder =
+            ort::init_from(&path).map_err(|e| format!("loading {}: {e}", path.display()))?;
         builder
             .with_name("onnx-prune")
             .build()
@@ -98,9 +103,16 @@ pub struct OrtSession {
 impl OrtSession {
     /// Creates a session from model bytes. External data, if any, is resolved relative to
     /// `model_dir`. `threads` = 0 lets onnxruntime choose.
-    pub fn new(model: &[u8], model_dir: Option<&Path>, device: Device, threads: usize) -> Result<Self> {
+    pub fn new(
+        model: &[u8],
+        model_dir: Option<&Path>,
+        device: Device,
+        threads: usize,
+    ) -> Result<Self> {
         let env = environment()?;
-        let rt = |e: ort::Error<ort::session::builder::SessionBuilder>| Error::Runtime(format!("onnxruntime: {e}"));
+        let rt = |e: ort::Error<ort::session::builder::SessionBuilder>| {
+            Error::Runtime(format!("onnxruntime: {e}"))
+        };
         let mut b = Session::builder(env)
             .map_err(|e| Error::Runtime(format!("onnxruntime: {e}")))?
             .with_optimization_level(GraphOptimizationLevel::Level3)
@@ -111,7 +123,9 @@ impl OrtSession {
         if device == Device::Cuda {
             b = b
                 .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
-                .map_err(|e| Error::Runtime(format!("CUDA is not available to onnxruntime: {e}")))?;
+                .map_err(|e| {
+                    Error::Runtime(format!("CUDA is not available to onnxruntime: {e}"))
+                })?;
         }
         let session = match model_dir {
             // Models with external data must be read from their folder.
@@ -125,9 +139,22 @@ impl OrtSession {
             None => b.commit_from_memory(model),
         }
         .map_err(|e| Error::Runtime(format!("onnxruntime could not load the model: {e}")))?;
-        let input_names = session.inputs().iter().map(|o| o.name().to_string()).collect();
-        let output_names = session.outputs().iter().map(|o| o.name().to_string()).collect();
-        Ok(OrtSession { session, device, input_names, output_names })
+        let input_names = session
+            .inputs()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
+        let output_names = session
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
+        Ok(OrtSession {
+            session,
+            device,
+            input_names,
+            output_names,
+        })
     }
 
     pub fn from_file(path: &Path, device: Device, threads: usize) -> Result<Self> {
@@ -144,7 +171,10 @@ impl OrtSession {
 
     /// Runs the model on named inputs; returns every graph output in declaration order.
     pub fn run(&mut self, feeds: &[(String, Tensor<f32>)]) -> Result<Vec<(String, Tensor<f32>)>> {
-        let mut inputs: Vec<(std::borrow::Cow<'_, str>, ort::session::SessionInputValue<'_>)> = Vec::new();
+        let mut inputs: Vec<(
+            std::borrow::Cow<'_, str>,
+            ort::session::SessionInputValue<'_>,
+        )> = Vec::new();
         for (name, t) in feeds {
             inputs.push((name.as_str().into(), to_ort(name, t)?.into()));
         }
@@ -155,9 +185,9 @@ impl OrtSession {
         self.output_names
             .iter()
             .map(|n| {
-                let v = outputs
-                    .get(n)
-                    .ok_or_else(|| Error::Runtime(format!("onnxruntime returned no output {n:?}")))?;
+                let v = outputs.get(n).ok_or_else(|| {
+                    Error::Runtime(format!("onnxruntime returned no output {n:?}"))
+                })?;
                 Ok((n.clone(), from_ort(n, v)?))
             })
             .collect()
@@ -167,13 +197,27 @@ impl OrtSession {
 fn to_ort(name: &str, t: &Tensor<f32>) -> Result<DynValue> {
     let err = |e: ort::Error| Error::Runtime(format!("input {name:?}: {e}"));
     let v: DynValue = match (&t.data, t.dtype) {
-        (Data::Float(a), DType::F64) => ort::value::Tensor::from_array(a.mapv(|x| x as f64)).map_err(err)?.into_dyn(),
-        (Data::Float(a), DType::F32) => ort::value::Tensor::from_array(a.to_owned()).map_err(err)?.into_dyn(),
-        (Data::Int(a), DType::I64) => ort::value::Tensor::from_array(a.to_owned()).map_err(err)?.into_dyn(),
-        (Data::Int(a), DType::I32) => ort::value::Tensor::from_array(a.mapv(|x| x as i32)).map_err(err)?.into_dyn(),
-        (Data::Int(a), DType::U8) => ort::value::Tensor::from_array(a.mapv(|x| x as u8)).map_err(err)?.into_dyn(),
-        (Data::Int(a), DType::I8) => ort::value::Tensor::from_array(a.mapv(|x| x as i8)).map_err(err)?.into_dyn(),
-        (Data::Bool(a), _) => ort::value::Tensor::from_array(a.to_owned()).map_err(err)?.into_dyn(),
+        (Data::Float(a), DType::F64) => ort::value::Tensor::from_array(a.mapv(|x| x as f64))
+            .map_err(err)?
+            .into_dyn(),
+        (Data::Float(a), DType::F32) => ort::value::Tensor::from_array(a.to_owned())
+            .map_err(err)?
+            .into_dyn(),
+        (Data::Int(a), DType::I64) => ort::value::Tensor::from_array(a.to_owned())
+            .map_err(err)?
+            .into_dyn(),
+        (Data::Int(a), DType::I32) => ort::value::Tensor::from_array(a.mapv(|x| x as i32))
+            .map_err(err)?
+            .into_dyn(),
+        (Data::Int(a), DType::U8) => ort::value::Tensor::from_array(a.mapv(|x| x as u8))
+            .map_err(err)?
+            .into_dyn(),
+        (Data::Int(a), DType::I8) => ort::value::Tensor::from_array(a.mapv(|x| x as i8))
+            .map_err(err)?
+            .into_dyn(),
+        (Data::Bool(a), _) => ort::value::Tensor::from_array(a.to_owned())
+            .map_err(err)?
+            .into_dyn(),
         _ => {
             return Err(Error::Data(format!(
                 "input {name:?}: element type {} is not passed to onnxruntime",
@@ -193,15 +237,33 @@ fn from_ort(name: &str, v: &DynValue) -> Result<Tensor<f32>> {
         a.to_owned().into_dimensionality::<IxDyn>().expect("dyn")
     }
     Ok(match ty {
-        TensorElementType::Float32 => Tensor::f32(own(v.try_extract_array::<f32>().map_err(err)?)),
-        TensorElementType::Float64 => {
-            Tensor::float(DType::F64, v.try_extract_array::<f64>().map_err(err)?.mapv(|x| x as f32))
+        TensorElementType::Float32 => {
+            Tensor::f32(own(v.try_extract_array::<f32>().map_err(err)?))
         }
+        TensorElementType::Float64 => Tensor::float(
+            DType::F64,
+            v.try_extract_array::<f64>()
+                .map_err(err)?
+                .mapv(|x| x as f32),
+        ),
         TensorElementType::Int64 => Tensor::i64(own(v.try_extract_array::<i64>().map_err(err)?)),
-        TensorElementType::Int32 => Tensor::int(DType::I32, v.try_extract_array::<i32>().map_err(err)?.mapv(i64::from)),
-        TensorElementType::Uint8 => Tensor::int(DType::U8, v.try_extract_array::<u8>().map_err(err)?.mapv(i64::from)),
-        TensorElementType::Int8 => Tensor::int(DType::I8, v.try_extract_array::<i8>().map_err(err)?.mapv(i64::from)),
+        TensorElementType::Int32 => Tensor::int(
+            DType::I32,
+            v.try_extract_array::<i32>().map_err(err)?.mapv(i64::from),
+        ),
+        TensorElementType::Uint8 => Tensor::int(
+            DType::U8,
+            v.try_extract_array::<u8>().map_err(err)?.mapv(i64::from),
+        ),
+        TensorElementType::Int8 => Tensor::int(
+            DType::I8,
+            v.try_extract_array::<i8>().map_err(err)?.mapv(i64::from),
+        ),
         TensorElementType::Bool => Tensor::bool(own(v.try_extract_array::<bool>().map_err(err)?)),
-        other => return Err(Error::Runtime(format!("output {name:?} has unsupported type {other:?}"))),
+        other => {
+            return Err(Error::Runtime(format!(
+                "output {name:?} has unsupported type {other:?}"
+            )));
+        }
     })
 }

@@ -39,7 +39,7 @@ pub fn run_file(path: &Path, feeds: &[(String, Tensor<f32>)]) -> Result<Vec<Tens
         .into_runnable()
         .map_err(rt("planning"))?;
     let out = plan.run(values).map_err(rt("running"))?;
-    out.iter().map(|v| from_tract(v)).collect()
+    out.iter().map(from_tract).collect()
 }
 
 fn to_tract(name: &str, t: &Tensor<f32>) -> Result<tract_onnx::prelude::Tensor> {
@@ -49,7 +49,12 @@ fn to_tract(name: &str, t: &Tensor<f32>) -> Result<tract_onnx::prelude::Tensor> 
         (Data::Int(a), DType::I64) => a.to_owned().into(),
         (Data::Int(a), DType::I32) => a.mapv(|x| x as i32).into(),
         (Data::Bool(a), _) => a.to_owned().into(),
-        _ => return Err(Error::Data(format!("tract: input {name:?} of type {} is not supported", t.dtype))),
+        _ => {
+            return Err(Error::Data(format!(
+                "tract: input {name:?} of type {} is not supported",
+                t.dtype
+            )));
+        }
     })
 }
 
@@ -57,10 +62,22 @@ fn from_tract(v: &TValue) -> Result<Tensor<f32>> {
     let err = rt("reading an output");
     Ok(match v.datum_type() {
         DatumType::F32 => Tensor::f32(v.to_plain_array_view::<f32>().map_err(err)?.to_owned()),
-        DatumType::F64 => Tensor::float(DType::F64, v.to_plain_array_view::<f64>().map_err(err)?.mapv(|x| x as f32)),
+        DatumType::F64 => Tensor::float(
+            DType::F64,
+            v.to_plain_array_view::<f64>()
+                .map_err(err)?
+                .mapv(|x| x as f32),
+        ),
         DatumType::I64 => Tensor::i64(v.to_plain_array_view::<i64>().map_err(err)?.to_owned()),
-        DatumType::I32 => Tensor::int(DType::I32, v.to_plain_array_view::<i32>().map_err(err)?.mapv(i64::from)),
+        DatumType::I32 => Tensor::int(
+            DType::I32,
+            v.to_plain_array_view::<i32>().map_err(err)?.mapv(i64::from),
+        ),
         DatumType::Bool => Tensor::bool(v.to_plain_array_view::<bool>().map_err(err)?.to_owned()),
-        other => return Err(Error::Runtime(format!("tract: output type {other:?} is not supported"))),
+        other => {
+            return Err(Error::Runtime(format!(
+                "tract: output type {other:?} is not supported"
+            )));
+        }
     })
 }

@@ -113,13 +113,24 @@ impl<S: Real> Tensor<S> {
     pub fn cast(&self, to: DType) -> Tensor<S> {
         let data = match (to.storage(), &self.data) {
             (Storage::Float, Data::Float(a)) => Data::Float(match to {
-                DType::F16 => a.mapv(|v| S::from_f64(half::f16::from_f64(v.to_f64()).to_f64())).into_shared(),
-                DType::BF16 => a.mapv(|v| S::from_f64(half::bf16::from_f64(v.to_f64()).to_f64())).into_shared(),
-                DType::F32 => a.mapv(|v| S::from_f64(v.to_f64() as f32 as f64)).into_shared(),
+                DType::F16 => a
+                    .mapv(|v| S::from_f64(half::f16::from_f64(v.to_f64()).to_f64()))
+                    .into_shared(),
+                DType::BF16 => a
+                    .mapv(|v| S::from_f64(half::bf16::from_f64(v.to_f64()).to_f64()))
+                    .into_shared(),
+                DType::F32 => a
+                    .mapv(|v| S::from_f64(v.to_f64() as f32 as f64))
+                    .into_shared(),
                 _ => a.clone(),
             }),
-            (Storage::Float, Data::Int(a)) => Data::Float(a.mapv(|v| S::from_f64(v as f64)).into_shared()),
-            (Storage::Float, Data::Bool(a)) => Data::Float(a.mapv(|v| if v { S::one() } else { S::zero() }).into_shared()),
+            (Storage::Float, Data::Int(a)) => {
+                Data::Float(a.mapv(|v| S::from_f64(v as f64)).into_shared())
+            }
+            (Storage::Float, Data::Bool(a)) => Data::Float(
+                a.mapv(|v| if v { S::one() } else { S::zero() })
+                    .into_shared(),
+            ),
             (Storage::Int, Data::Float(a)) => Data::Int(
                 a.mapv(|v| {
                     let f = v.to_f64();
@@ -153,7 +164,9 @@ impl<S: Real> Tensor<S> {
     pub fn reshape(&self, shape: &[usize]) -> Tensor<S> {
         fn rs<T: Clone>(a: &Arr<T>, shape: &[usize]) -> Arr<T> {
             if a.is_standard_layout() {
-                a.clone().into_shape_with_order(IxDyn(shape)).expect("same element count")
+                a.clone()
+                    .into_shape_with_order(IxDyn(shape))
+                    .expect("same element count")
             } else {
                 a.as_standard_layout()
                     .into_owned()

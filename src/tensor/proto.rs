@@ -18,11 +18,17 @@ fn check_len(what: &str, got: usize, want: usize) -> Result<(), String> {
     if got == want {
         Ok(())
     } else {
-        Err(format!("{what} holds {got} values but the shape needs {want}"))
+        Err(format!(
+            "{what} holds {got} values but the shape needs {want}"
+        ))
     }
 }
 
-fn from_raw<T, const N: usize>(raw: &[u8], n: usize, conv: impl Fn([u8; N]) -> T) -> Result<Vec<T>, String> {
+fn from_raw<T, const N: usize>(
+    raw: &[u8],
+    n: usize,
+    conv: impl Fn([u8; N]) -> T,
+) -> Result<Vec<T>, String> {
     if raw.len() != n * N {
         return Err(format!(
             "raw_data holds {} bytes but the shape needs {} ({} values of {} bytes)",
@@ -54,16 +60,27 @@ pub fn tensor_from_proto<S: Real>(t: &TensorProto) -> Result<Tensor<S>, String> 
         DType::F32 | DType::F64 | DType::F16 | DType::BF16 => {
             let v: Vec<S> = if let Some(raw) = raw {
                 match dtype {
-                    DType::F32 => from_raw(raw, n, |b: [u8; 4]| S::from_f64(f32::from_le_bytes(b) as f64))?,
-                    DType::F64 => from_raw(raw, n, |b: [u8; 8]| S::from_f64(f64::from_le_bytes(b)))?,
-                    DType::F16 => from_raw(raw, n, |b: [u8; 2]| S::from_f64(half::f16::from_le_bytes(b).to_f64()))?,
-                    _ => from_raw(raw, n, |b: [u8; 2]| S::from_f64(half::bf16::from_le_bytes(b).to_f64()))?,
+                    DType::F32 => from_raw(raw, n, |b: [u8; 4]| {
+                        S::from_f64(f32::from_le_bytes(b) as f64)
+                    })?,
+                    DType::F64 => {
+                        from_raw(raw, n, |b: [u8; 8]| S::from_f64(f64::from_le_bytes(b)))?
+                    }
+                    DType::F16 => from_raw(raw, n, |b: [u8; 2]| {
+                        S::from_f64(half::f16::from_le_bytes(b).to_f64())
+                    })?,
+                    _ => from_raw(raw, n, |b: [u8; 2]| {
+                        S::from_f64(half::bf16::from_le_bytes(b).to_f64())
+                    })?,
                 }
             } else {
                 match dtype {
                     DType::F32 => {
                         check_len("float_data", t.float_data.len(), n)?;
-                        t.float_data.iter().map(|&v| S::from_f64(v as f64)).collect()
+                        t.float_data
+                            .iter()
+                            .map(|&v| S::from_f64(v as f64))
+                            .collect()
                     }
                     DType::F64 => {
                         check_len("double_data", t.double_data.len(), n)?;
@@ -71,15 +88,25 @@ pub fn tensor_from_proto<S: Real>(t: &TensorProto) -> Result<Tensor<S>, String> 
                     }
                     DType::F16 => {
                         check_len("int32_data", t.int32_data.len(), n)?;
-                        t.int32_data.iter().map(|&v| S::from_f64(half::f16::from_bits(v as u16).to_f64())).collect()
+                        t.int32_data
+                            .iter()
+                            .map(|&v| S::from_f64(half::f16::from_bits(v as u16).to_f64()))
+                            .collect()
                     }
                     _ => {
                         check_len("int32_data", t.int32_data.len(), n)?;
-                        t.int32_data.iter().map(|&v| S::from_f64(half::bf16::from_bits(v as u16).to_f64())).collect()
+                        t.int32_data
+                            .iter()
+                            .map(|&v| S::from_f64(half::bf16::from_bits(v as u16).to_f64()))
+                            .collect()
                     }
                 }
             };
-            Data::Float(ArrayD::from_shape_vec(IxDyn(&shape), v).map_err(|e| e.to_string())?.into_shared())
+            Data::Float(
+                ArrayD::from_shape_vec(IxDyn(&shape), v)
+                    .map_err(|e| e.to_string())?
+                    .into_shared(),
+            )
         }
         DType::Bool => {
             let v: Vec<bool> = match raw {
@@ -89,7 +116,11 @@ pub fn tensor_from_proto<S: Real>(t: &TensorProto) -> Result<Tensor<S>, String> 
                     t.int32_data.iter().map(|&v| v != 0).collect()
                 }
             };
-            Data::Bool(ArrayD::from_shape_vec(IxDyn(&shape), v).map_err(|e| e.to_string())?.into_shared())
+            Data::Bool(
+                ArrayD::from_shape_vec(IxDyn(&shape), v)
+                    .map_err(|e| e.to_string())?
+                    .into_shared(),
+            )
         }
         _ => {
             let v: Vec<i64> = match raw {
@@ -114,11 +145,18 @@ pub fn tensor_from_proto<S: Real>(t: &TensorProto) -> Result<Tensor<S>, String> 
                     }
                     _ => {
                         check_len("int32_data", t.int32_data.len(), n)?;
-                        t.int32_data.iter().map(|&v| dtype.wrap_int(v as i64)).collect()
+                        t.int32_data
+                            .iter()
+                            .map(|&v| dtype.wrap_int(v as i64))
+                            .collect()
                     }
                 },
             };
-            Data::Int(ArrayD::from_shape_vec(IxDyn(&shape), v).map_err(|e| e.to_string())?.into_shared())
+            Data::Int(
+                ArrayD::from_shape_vec(IxDyn(&shape), v)
+                    .map_err(|e| e.to_string())?
+                    .into_shared(),
+            )
         }
     };
     Ok(Tensor { dtype, data })
@@ -166,11 +204,30 @@ mod tests {
 
     #[test]
     fn round_trip_each_dtype() {
-        for dtype in [DType::F32, DType::F64, DType::F16, DType::BF16, DType::I64, DType::I32, DType::U8, DType::I8, DType::Bool] {
+        for dtype in [
+            DType::F32,
+            DType::F64,
+            DType::F16,
+            DType::BF16,
+            DType::I64,
+            DType::I32,
+            DType::U8,
+            DType::I8,
+            DType::Bool,
+        ] {
             let t = match dtype.storage() {
-                Storage::Float => Tensor::<f32>::float(dtype, ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![1.0, -2.5, 0.0, 3.0]).unwrap()),
-                Storage::Int => Tensor::int(dtype, ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![1, -2, 0, 100]).unwrap()).cast(dtype),
-                _ => Tensor::bool(ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![true, false, false, true]).unwrap()),
+                Storage::Float => Tensor::<f32>::float(
+                    dtype,
+                    ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![1.0, -2.5, 0.0, 3.0]).unwrap(),
+                ),
+                Storage::Int => Tensor::int(
+                    dtype,
+                    ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![1, -2, 0, 100]).unwrap(),
+                )
+                .cast(dtype),
+                _ => Tensor::bool(
+                    ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![true, false, false, true]).unwrap(),
+                ),
             };
             let p = tensor_to_proto(&t, "x");
             let back: Tensor<f32> = tensor_from_proto(&p).unwrap();
@@ -194,6 +251,10 @@ mod tests {
             data_type: Some(1),
             ..Default::default()
         };
-        assert!(tensor_from_proto::<f32>(&p).unwrap_err().contains("overflow"));
+        assert!(
+            tensor_from_proto::<f32>(&p)
+                .unwrap_err()
+                .contains("overflow")
+        );
     }
 }

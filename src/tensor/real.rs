@@ -197,11 +197,19 @@ macro_rules! impl_real {
             }
             #[inline(always)]
             fn max(self, o: Self) -> Self {
-                if self.is_nan() { self } else { <$t>::max(self, o) }
+                if self.is_nan() {
+                    self
+                } else {
+                    <$t>::max(self, o)
+                }
             }
             #[inline(always)]
             fn min(self, o: Self) -> Self {
-                if self.is_nan() { self } else { <$t>::min(self, o) }
+                if self.is_nan() {
+                    self
+                } else {
+                    <$t>::min(self, o)
+                }
             }
             fn gemm(
                 m: usize,
@@ -231,7 +239,8 @@ macro_rules! impl_real {
                     (rows as isize - 1) * mr.row_stride + (cols as isize - 1) * mr.col_stride
                 };
                 assert!(
-                    last(&a, m, k) < a.data.len() as isize && last(&b, k, n) < b.data.len() as isize,
+                    last(&a, m, k) < a.data.len() as isize
+                        && last(&b, k, n) < b.data.len() as isize,
                     "gemm: operand too small"
                 );
                 // SAFETY: bounds of every operand were checked above; c is exclusively borrowed.
@@ -287,7 +296,18 @@ mod tests {
         let b: Vec<f64> = (0..k * n).map(|i| (i as f64 * 0.11).cos()).collect();
         let want = naive(m, n, k, &a, &b);
         let mut c = vec![1.0; m * n];
-        f64::gemm(m, n, k, MatRef::row_major(&a, k, false), MatRef::row_major(&b, n, false), &mut c, n, true, 2.0, false);
+        f64::gemm(
+            m,
+            n,
+            k,
+            MatRef::row_major(&a, k, false),
+            MatRef::row_major(&b, n, false),
+            &mut c,
+            n,
+            true,
+            2.0,
+            false,
+        );
         for i in 0..m * n {
             assert!((c[i] - (1.0 + 2.0 * want[i])).abs() < 1e-12);
         }
@@ -299,7 +319,18 @@ mod tests {
             }
         }
         let mut c2 = vec![5.0; m * n];
-        f64::gemm(m, n, k, MatRef::row_major(&a, k, false), MatRef::row_major(&bt, k, true), &mut c2, n, false, 1.0, true);
+        f64::gemm(
+            m,
+            n,
+            k,
+            MatRef::row_major(&a, k, false),
+            MatRef::row_major(&bt, k, true),
+            &mut c2,
+            n,
+            false,
+            1.0,
+            true,
+        );
         for i in 0..m * n {
             assert!((c2[i] - want[i]).abs() < 1e-12);
         }

@@ -14,7 +14,11 @@ pub struct OutputAgreement {
     pub top1_agreement: Option<f64>,
 }
 
-pub fn agreement(name: &str, reference: &Tensor<f32>, got: &Tensor<f32>) -> Result<OutputAgreement, String> {
+pub fn agreement(
+    name: &str,
+    reference: &Tensor<f32>,
+    got: &Tensor<f32>,
+) -> Result<OutputAgreement, String> {
     if reference.shape() != got.shape() {
         return Err(format!(
             "output {name:?}: shapes differ ({:?} vs {:?})",
@@ -29,13 +33,21 @@ pub fn agreement(name: &str, reference: &Tensor<f32>, got: &Tensor<f32>) -> Resu
     for (a, b) in r.iter().zip(&g) {
         let d = (a - b).abs();
         // NaN in one and not the other is total disagreement.
-        max_abs = if d.is_nan() && !(a.is_nan() && b.is_nan()) { f64::INFINITY } else { max_abs.max(d) };
+        max_abs = if d.is_nan() && !(a.is_nan() && b.is_nan()) {
+            f64::INFINITY
+        } else {
+            max_abs.max(d)
+        };
         max_ref = max_ref.max(a.abs());
         dot += a * b;
         nr += a * a;
         ng += b * b;
     }
-    let cosine = if nr == 0.0 && ng == 0.0 { 1.0 } else { dot / (nr.sqrt() * ng.sqrt()) };
+    let cosine = if nr == 0.0 && ng == 0.0 {
+        1.0
+    } else {
+        dot / (nr.sqrt() * ng.sqrt())
+    };
     let top1_agreement = match (top1(reference), top1(got)) {
         (Some(a), Some(b)) if !a.is_empty() => {
             Some(a.iter().zip(&b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64)
@@ -45,7 +57,11 @@ pub fn agreement(name: &str, reference: &Tensor<f32>, got: &Tensor<f32>) -> Resu
     Ok(OutputAgreement {
         name: name.to_string(),
         max_abs,
-        rel: if max_ref > 0.0 { max_abs / max_ref } else { max_abs },
+        rel: if max_ref > 0.0 {
+            max_abs / max_ref
+        } else {
+            max_abs
+        },
         cosine,
         top1_agreement,
     })
@@ -79,12 +95,21 @@ pub fn top1(t: &Tensor<f32>) -> Option<Vec<usize>> {
 pub fn accuracy(logits: &Tensor<f32>, labels: &[i64]) -> Result<f64, String> {
     let pred = top1(logits).ok_or("accuracy needs a float output of rank ≥ 2")?;
     if pred.len() != labels.len() {
-        return Err(format!("{} predictions but {} labels", pred.len(), labels.len()));
+        return Err(format!(
+            "{} predictions but {} labels",
+            pred.len(),
+            labels.len()
+        ));
     }
     if labels.is_empty() {
         return Err("no labels".into());
     }
-    Ok(pred.iter().zip(labels).filter(|(p, l)| **p as i64 == **l).count() as f64 / labels.len() as f64)
+    Ok(pred
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| **p as i64 == **l)
+        .count() as f64
+        / labels.len() as f64)
 }
 
 #[cfg(test)]

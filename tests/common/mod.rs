@@ -2,9 +2,9 @@
 //! fixture and real model.
 #![allow(dead_code)]
 
-use ndarray::{ArrayD, IxDyn};
+use ndarray::{ArrayD, Axis, IxDyn, Slice};
 use onnx_prune::data::read_npz;
-use onnx_prune::tensor::Tensor;
+use onnx_prune::tensor::{Data, Tensor};
 use std::path::PathBuf;
 
 /// `.deps/` (or `$ONNX_PRUNE_DEPS`), filled by scripts/setup.sh.
@@ -20,7 +20,11 @@ pub fn fixtures() -> PathBuf {
 
 pub fn model_path(name: &str) -> PathBuf {
     let p = deps().join("models").join(format!("{name}.onnx"));
-    assert!(p.is_file(), "{} is missing: run scripts/setup.sh", p.display());
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/setup.sh",
+        p.display()
+    );
     p
 }
 
@@ -47,7 +51,9 @@ impl Rng {
 pub fn uniform(shape: &[usize], seed: u64) -> Tensor<f32> {
     let mut r = Rng::new(seed);
     let n = shape.iter().product();
-    Tensor::f32(ArrayD::from_shape_vec(IxDyn(shape), (0..n).map(|_| r.uniform()).collect()).unwrap())
+    Tensor::f32(
+        ArrayD::from_shape_vec(IxDyn(shape), (0..n).map(|_| r.uniform()).collect()).unwrap(),
+    )
 }
 
 pub struct Case {
@@ -86,40 +92,72 @@ pub fn fixture_cases() -> Vec<Case> {
         .collect()
 }
 
-fn real(name: &str, feeds: Vec<(&str, Tensor<f32>)>) -> Case {
-    Case {
-        name: name.into(),
-        path: model_path(name),
-        feeds: feeds.into_iter().map(|(n, t)| (n.to_string(), t)).collect(),
-        fixture: false,
-    }
+/// The first `n` samples of every array (axis 0).
+pub fn head(feeds: Vec<(String, Tensor<f32>)>, n: usize) -> Vec<(String, Tensor<f32>)> {
+    feeds
+        .into_iter()
+        .map(|(k, t)| {
+            let m = n.min(t.shape()[0]);
+            let data = match &t.data {
+                Data::Float(a) => Data::Float(
+                    a.slice_axis(Axis(0), Slice::from(0..m))
+                        .to_owned()
+                        .into_shared(),
+                ),
+                Data::Int(a) => Data::Int(
+                    a.slice_axis(Axis(0), Slice::from(0..m))
+                        .to_owned()
+                        .into_shared(),
+                ),
+                Data::Bool(a) => Data::Bool(
+                    a.slice_axis(Axis(0), Slice::from(0..m))
+                        .to_owned()
+                        .into_shared(),
+                ),
+            };
+            (
+                k,
+                Tensor {
+                    dtype: t.dtype,
+                    data,
+                },
+            )
+        })
+        .collect()
 }
 
-/// MiniLM inputs: token ids in the vocabulary and a mask with padding on the second sentence.
-pub fn minilm_feeds(batch: usize, len: usize) -> Vec<(&'static str, Tensor<f32>)> {
-    let mut r = Rng::new(7);
-    let ids: Vec<i64> = (0..batch * len)
-        .map(|i| if i % len == 0 { 101 } else { 1000 + (r.next_u64() % 28000) as i64 })
-        .collect();
-    let mask: Vec<i64> = (0..batch * len).map(|i| if i / len == 1 && i % len >= len - 4 { 0 } else { 1 }).collect();
-    let t = |v: Vec<i64>| Tensor::i64(ArrayD::from_shape_vec(IxDyn(&[batch, len]), v).unwrap());
-    vec![("input_ids", t(ids)), ("attention_mask", t(mask))]
+/// Inputs made by scripts/make_inputs.py from real photos, rendered text and sentences
+/// (`split` is "calib" or "eval").
+pub fn real_inputs(name: &str, split: &str) -> Vec<(String, Tensor<f32>)> {
+    let p = deps().join("inputs").join(format!("{name}_{split}.npz"));
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/setup.sh",
+        p.display()
+    );
+    read_npz(&p).unwrap()
 }
 
+pub const REAL: &[&str] = &[
+    "pp_lcnet_orientation",
+    "ppocr_v4_rec",
+    "ppocr_v4_det",
+    "ppocr_mobile_cls",
+    "minilm_l3",
+    "open_nsfw",
+];
+
+/// Every real model with the first two held-out samples (one for the fixed-batch light nets).
 pub fn real_cases() -> Vec<Case> {
-    let mut v = vec![
-        real("pp_lcnet_orientation", vec![("x", uniform(&[2, 3, 224, 224], 1))]),
-        real("ppocr_v4_rec", vec![("x", uniform(&[2, 3, 48, 320], 2))]),
-        real("ppocr_v4_det", vec![("x", uniform(&[1, 3, 160, 160], 3))]),
-        real("ppocr_mobile_cls", vec![("x", uniform(&[2, 3, 48, 192], 4))]),
-        real("minilm_l3", minilm_feeds(2, 16)),
-        real("open_nsfw", vec![("input_0", uniform(&[2, 224, 224, 3], 5))]),
-    ];
-    for (i, n) in LIGHT.iter().enumerate() {
-        let input = if ["light_resnet50", "light_shufflenet", "light_zfnet512"].contains(n) { "gpu_0/data_0" } else { "data_0" };
-        v.push(real(n, vec![(input, uniform(&[1, 3, 224, 224], 10 + i as u64))]));
-    }
-    v
+    REAL.iter()
+        .chain(LIGHT)
+        .map(|name| Case {
+            name: name.to_string(),
+            path: model_path(name),
+            feeds: head(real_inputs(name, "eval"), 2),
+            fixture: false,
+        })
+        .collect()
 }
 
 pub fn all_cases() -> Vec<Case> {

@@ -32,7 +32,11 @@ impl Geom {
         self.oh * self.ow
     }
     pub fn is_pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.sh == 1 && self.sw == 1 && self.pt + self.pl + self.pb + self.pr == 0
+        self.kh == 1
+            && self.kw == 1
+            && self.sh == 1
+            && self.sw == 1
+            && self.pt + self.pl + self.pb + self.pr == 0
     }
 }
 
@@ -55,7 +59,10 @@ pub fn fill_defaults(w: &Window, kernel: &[usize], nd: usize) -> Result<Axes, St
         }
     };
     if kernel.len() != nd {
-        return Err(format!("kernel has {} spatial axes, input has {nd}", kernel.len()));
+        return Err(format!(
+            "kernel has {} spatial axes, input has {nd}",
+            kernel.len()
+        ));
     }
     Ok(Axes {
         kernel: kernel.to_vec(),
@@ -108,15 +115,12 @@ pub fn axis_out(
 }
 
 /// Builds the 2-D geometry for an input of spatial shape `spatial` (1 or 2 axes).
-pub fn geom(
-    spatial: &[usize],
-    w: &Window,
-    kernel: &[usize],
-    ceil: bool,
-) -> Result<Geom, String> {
+pub fn geom(spatial: &[usize], w: &Window, kernel: &[usize], ceil: bool) -> Result<Geom, String> {
     let nd = spatial.len();
     if !(1..=2).contains(&nd) {
-        return Err(format!("{nd}-D windows are not supported (1-D and 2-D are)"));
+        return Err(format!(
+            "{nd}-D windows are not supported (1-D and 2-D are)"
+        ));
     }
     let ax = fill_defaults(w, kernel, nd)?;
     let mut g = Geom {
@@ -135,9 +139,9 @@ pub fn geom(
         oh: 1,
         ow: 1,
     };
-    for i in 0..nd {
+    for (i, &len) in spatial.iter().enumerate() {
         let (o, b, e) = axis_out(
-            spatial[i],
+            len,
             ax.kernel[i],
             ax.strides[i],
             ax.dilations[i],
@@ -147,11 +151,25 @@ pub fn geom(
         )?;
         // The last spatial axis is W; a 1-D op keeps H = 1.
         if i + 1 == nd {
-            (g.w, g.kw, g.sw, g.dw, g.pl, g.pr, g.ow) =
-                (spatial[i], ax.kernel[i], ax.strides[i], ax.dilations[i], b, e, o);
+            (g.w, g.kw, g.sw, g.dw, g.pl, g.pr, g.ow) = (
+                spatial[i],
+                ax.kernel[i],
+                ax.strides[i],
+                ax.dilations[i],
+                b,
+                e,
+                o,
+            );
         } else {
-            (g.h, g.kh, g.sh, g.dh, g.pt, g.pb, g.oh) =
-                (spatial[i], ax.kernel[i], ax.strides[i], ax.dilations[i], b, e, o);
+            (g.h, g.kh, g.sh, g.dh, g.pt, g.pb, g.oh) = (
+                spatial[i],
+                ax.kernel[i],
+                ax.strides[i],
+                ax.dilations[i],
+                b,
+                e,
+                o,
+            );
         }
     }
     Ok(g)
@@ -188,7 +206,11 @@ pub fn im2col<S: Real>(x: &[S], c: usize, g: &Geom, col: &mut [S]) {
                     } else {
                         for (ox, o) in out_row.iter_mut().enumerate() {
                             let ix = (ox * g.sw) as isize + x_off;
-                            *o = if ix < 0 || ix >= g.w as isize { S::zero() } else { src[ix as usize] };
+                            *o = if ix < 0 || ix >= g.w as isize {
+                                S::zero()
+                            } else {
+                                src[ix as usize]
+                            };
                         }
                     }
                 }
@@ -233,7 +255,11 @@ fn depthwise_plane<S: Real>(x: &[S], k: &[S], g: &Geom, out: &mut [S]) {
     for kj in 0..g.kw {
         let x_off = (kj * g.dw) as isize - g.pl as isize;
         // Output columns whose input column ox·sw + x_off lies inside [0, w).
-        let lo = if x_off >= 0 { 0 } else { ((-x_off) as usize).div_ceil(g.sw) };
+        let lo = if x_off >= 0 {
+            0
+        } else {
+            ((-x_off) as usize).div_ceil(g.sw)
+        };
         let hi = if g.w as isize - x_off <= 0 {
             0
         } else {
@@ -279,7 +305,8 @@ fn conv_taps<S: Real>(x: &[S], c: usize, g: &Geom, w: &[S], m: usize, y: &mut [S
     for ch in 0..c {
         for r in 0..g.h {
             let dst = ch * plane + (r + g.pt) * wp + g.pl;
-            pad[dst..dst + g.w].copy_from_slice(&x[ch * g.h * g.w + r * g.w..ch * g.h * g.w + (r + 1) * g.w]);
+            pad[dst..dst + g.w]
+                .copy_from_slice(&x[ch * g.h * g.w + r * g.w..ch * g.h * g.w + (r + 1) * g.w]);
         }
     }
     let n = g.oh * wp;
@@ -288,9 +315,17 @@ fn conv_taps<S: Real>(x: &[S], c: usize, g: &Geom, w: &[S], m: usize, y: &mut [S
     for ki in 0..g.kh {
         for kj in 0..g.kw {
             let t = ki * g.kw + kj;
-            let a = MatRef { data: &w[t..], row_stride: (c * taps) as isize, col_stride: taps as isize };
+            let a = MatRef {
+                data: &w[t..],
+                row_stride: (c * taps) as isize,
+                col_stride: taps as isize,
+            };
             let off = ki * wp + kj;
-            let b = MatRef { data: &pad[off..], row_stride: plane as isize, col_stride: 1 };
+            let b = MatRef {
+                data: &pad[off..],
+                row_stride: plane as isize,
+                col_stride: 1,
+            };
             S::gemm(m, n, c, a, b, &mut acc, n, t > 0, S::one(), parallel);
         }
     }
@@ -310,9 +345,16 @@ pub struct ConvShape {
     pub out_shape: Vec<usize>,
 }
 
-pub fn conv_shape(xs: &[usize], ws: &[usize], window: &Window, group: usize) -> Result<ConvShape, String> {
+pub fn conv_shape(
+    xs: &[usize],
+    ws: &[usize],
+    window: &Window,
+    group: usize,
+) -> Result<ConvShape, String> {
     if xs.len() < 3 || ws.len() != xs.len() {
-        return Err(format!("input {xs:?} and weight {ws:?} ranks do not fit a convolution"));
+        return Err(format!(
+            "input {xs:?} and weight {ws:?} ranks do not fit a convolution"
+        ));
     }
     let (n, c, m) = (xs[0], xs[1], ws[0]);
     if c % group != 0 || m % group != 0 || ws[1] * group != c {
@@ -320,9 +362,15 @@ pub fn conv_shape(xs: &[usize], ws: &[usize], window: &Window, group: usize) -> 
             "input channels {c}, weight {ws:?} and group {group} are inconsistent"
         ));
     }
-    let kernel = if window.kernel.is_empty() { ws[2..].to_vec() } else { window.kernel.clone() };
+    let kernel = if window.kernel.is_empty() {
+        ws[2..].to_vec()
+    } else {
+        window.kernel.clone()
+    };
     if kernel != ws[2..] {
-        return Err(format!("kernel_shape {kernel:?} does not match weight {ws:?}"));
+        return Err(format!(
+            "kernel_shape {kernel:?} does not match weight {ws:?}"
+        ));
     }
     let g = geom(&xs[2..], window, &kernel, false)?;
     let mut out_shape = vec![n, m];
@@ -331,7 +379,14 @@ pub fn conv_shape(xs: &[usize], ws: &[usize], window: &Window, group: usize) -> 
     } else {
         out_shape.push(g.ow);
     }
-    Ok(ConvShape { n, c, m, group, g, out_shape })
+    Ok(ConvShape {
+        n,
+        c,
+        m,
+        group,
+        g,
+        out_shape,
+    })
 }
 
 pub fn conv<S: Real>(
@@ -348,7 +403,11 @@ pub fn conv<S: Real>(
         Some(b) => {
             let v: Vec<S> = float(b, "B")?.iter().copied().collect();
             if v.len() != sh.m {
-                return Err(format!("bias has {} values for {} output channels", v.len(), sh.m));
+                return Err(format!(
+                    "bias has {} values for {} output channels",
+                    v.len(),
+                    sh.m
+                ));
             }
             Some(v)
         }
@@ -369,8 +428,16 @@ pub fn conv<S: Real>(
 
 /// Convolution on contiguous buffers: x [N,C,H,W], w [M,C/group,kh,kw] → [N,M,oh,ow].
 /// `act` is applied to each image's output while it is still in cache (a fused activation).
-pub fn conv_raw<S: Real>(x: &[S], w: &[S], bias: Option<&[S]>, sh: &ConvShape, act: Option<Act>) -> Vec<S> {
-    let ConvShape { n, c, m, group, g, .. } = *sh;
+pub fn conv_raw<S: Real>(
+    x: &[S],
+    w: &[S],
+    bias: Option<&[S]>,
+    sh: &ConvShape,
+    act: Option<Act>,
+) -> Vec<S> {
+    let ConvShape {
+        n, c, m, group, g, ..
+    } = *sh;
     let (cg, mg) = (c / group, m / group);
     let (hw, ohw) = (g.h * g.w, g.out_len());
     let kk = cg * g.kh * g.kw;
@@ -381,7 +448,12 @@ pub fn conv_raw<S: Real>(x: &[S], w: &[S], bias: Option<&[S]>, sh: &ConvShape, a
         let xi = &x[img * c * hw..(img + 1) * c * hw];
         if depthwise {
             let run = |(ch, yc): (usize, &mut [S])| {
-                depthwise_plane(&xi[ch * hw..(ch + 1) * hw], &w[ch * g.kh * g.kw..(ch + 1) * g.kh * g.kw], &g, yc)
+                depthwise_plane(
+                    &xi[ch * hw..(ch + 1) * hw],
+                    &w[ch * g.kh * g.kw..(ch + 1) * g.kh * g.kw],
+                    &g,
+                    yc,
+                )
             };
             if batch_parallel {
                 y.chunks_mut(ohw).enumerate().for_each(run);
@@ -390,7 +462,11 @@ pub fn conv_raw<S: Real>(x: &[S], w: &[S], bias: Option<&[S]>, sh: &ConvShape, a
             }
         } else {
             let taps = !g.is_pointwise() && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1;
-            let mut col = if g.is_pointwise() || taps { Vec::new() } else { vec![S::zero(); kk * ohw] };
+            let mut col = if g.is_pointwise() || taps {
+                Vec::new()
+            } else {
+                vec![S::zero(); kk * ohw]
+            };
             for gi in 0..group {
                 let xg = &xi[gi * cg * hw..(gi + 1) * cg * hw];
                 let wg = &w[gi * mg * kk..(gi + 1) * mg * kk];
@@ -429,7 +505,9 @@ pub fn conv_raw<S: Real>(x: &[S], w: &[S], bias: Option<&[S]>, sh: &ConvShape, a
         }
     };
     if batch_parallel {
-        out.par_chunks_mut(m * ohw).enumerate().for_each(|(i, y)| image(i, y));
+        out.par_chunks_mut(m * ohw)
+            .enumerate()
+            .for_each(|(i, y)| image(i, y));
     } else if n == 1 {
         image(0, &mut out);
     }
@@ -446,22 +524,36 @@ pub fn conv_transpose<S: Real>(
     let wa = float(w, "W")?.as_standard_layout();
     let (xs, ws) = (xa.shape(), wa.shape());
     if xs.len() < 3 || ws.len() != xs.len() {
-        return Err(format!("input {xs:?} and weight {ws:?} ranks do not fit ConvTranspose"));
+        return Err(format!(
+            "input {xs:?} and weight {ws:?} ranks do not fit ConvTranspose"
+        ));
     }
     let nd = xs.len() - 2;
     if nd > 2 {
-        return Err(format!("{nd}-D ConvTranspose is not supported (1-D and 2-D are)"));
+        return Err(format!(
+            "{nd}-D ConvTranspose is not supported (1-D and 2-D are)"
+        ));
     }
     let (n, c) = (xs[0], xs[1]);
     let group = a.group;
     if ws[0] != c || c % group != 0 {
-        return Err(format!("weight {ws:?} does not fit {c} input channels in {group} groups"));
+        return Err(format!(
+            "weight {ws:?} does not fit {c} input channels in {group} groups"
+        ));
     }
     let mg = ws[1];
     let m = mg * group;
-    let kernel = if a.window.kernel.is_empty() { ws[2..].to_vec() } else { a.window.kernel.clone() };
+    let kernel = if a.window.kernel.is_empty() {
+        ws[2..].to_vec()
+    } else {
+        a.window.kernel.clone()
+    };
     let ax = fill_defaults(&a.window, &kernel, nd)?;
-    let opad = if a.output_padding.is_empty() { vec![0; nd] } else { a.output_padding.clone() };
+    let opad = if a.output_padding.is_empty() {
+        vec![0; nd]
+    } else {
+        a.output_padding.clone()
+    };
     if opad.len() != nd {
         return Err("output_padding length does not match the spatial rank".into());
     }
@@ -487,7 +579,8 @@ pub fn conv_transpose<S: Real>(
                 } else {
                     total - total.div_euclid(2)
                 };
-                let pb = usize::try_from(pb).map_err(|_| format!("output_shape {t} needs a negative begin pad"))?;
+                let pb = usize::try_from(pb)
+                    .map_err(|_| format!("output_shape {t} needs a negative begin pad"))?;
                 (pb, t)
             }
             None => {
@@ -502,7 +595,11 @@ pub fn conv_transpose<S: Real>(
         outs.push(out);
     }
     // The transposed conv's output grid plays the role of conv's input grid in col2im.
-    let (oh, ow, ih, iw) = if nd == 2 { (outs[0], outs[1], xs[2], xs[3]) } else { (1, outs[0], 1, xs[2]) };
+    let (oh, ow, ih, iw) = if nd == 2 {
+        (outs[0], outs[1], xs[2], xs[3])
+    } else {
+        (1, outs[0], 1, xs[2])
+    };
     let g = Geom {
         h: oh,
         w: ow,
@@ -532,23 +629,39 @@ pub fn conv_transpose<S: Real>(
     let xsl = xa.as_slice().expect("standard");
     let wsl = wa.as_slice().expect("standard");
     let mut out = vec![S::zero(); n * m * ohw];
-    out.par_chunks_mut(m * ohw).enumerate().for_each(|(img, y)| {
-        let xi = &xsl[img * c * ihw..(img + 1) * c * ihw];
-        let mut col = vec![S::zero(); kk * ihw];
-        for gi in 0..group {
-            let wg = &wsl[gi * cg * kk..(gi + 1) * cg * kk];
-            let xg = &xi[gi * cg * ihw..(gi + 1) * cg * ihw];
-            // col = W_gᵀ (kk × cg) · x_g (cg × ihw)
-            S::gemm(kk, ihw, cg, MatRef::row_major(wg, kk, true), MatRef::row_major(xg, ihw, false), &mut col, ihw, false, S::one(), n == 1);
-            col2im(&col, mg, &g, &mut y[gi * mg * ohw..(gi + 1) * mg * ohw]);
-        }
-        if let Some(bias) = &bias {
-            for (yc, &bv) in y.chunks_mut(ohw).zip(bias) {
-                yc.iter_mut().for_each(|v| *v += bv);
+    out.par_chunks_mut(m * ohw)
+        .enumerate()
+        .for_each(|(img, y)| {
+            let xi = &xsl[img * c * ihw..(img + 1) * c * ihw];
+            let mut col = vec![S::zero(); kk * ihw];
+            for gi in 0..group {
+                let wg = &wsl[gi * cg * kk..(gi + 1) * cg * kk];
+                let xg = &xi[gi * cg * ihw..(gi + 1) * cg * ihw];
+                // col = W_gᵀ (kk × cg) · x_g (cg × ihw)
+                S::gemm(
+                    kk,
+                    ihw,
+                    cg,
+                    MatRef::row_major(wg, kk, true),
+                    MatRef::row_major(xg, ihw, false),
+                    &mut col,
+                    ihw,
+                    false,
+                    S::one(),
+                    n == 1,
+                );
+                col2im(&col, mg, &g, &mut y[gi * mg * ohw..(gi + 1) * mg * ohw]);
             }
-        }
-    });
+            if let Some(bias) = &bias {
+                for (yc, &bv) in y.chunks_mut(ohw).zip(bias) {
+                    yc.iter_mut().for_each(|v| *v += bv);
+                }
+            }
+        });
     let mut shape = vec![n, m];
     shape.extend(&outs);
-    Ok(vec![Tensor::float(x.dtype, ArrayD::from_shape_vec(IxDyn(&shape), out).expect("sized"))])
+    Ok(vec![Tensor::float(
+        x.dtype,
+        ArrayD::from_shape_vec(IxDyn(&shape), out).expect("sized"),
+    )])
 }

@@ -71,7 +71,9 @@ pub fn unary_scalar<S: Real>(u: Unary, x: S) -> S {
             let a = c(alpha as f64);
             x.max(S::zero()) + (a * ((x / a).exp() - S::one())).min(S::zero())
         }
-        Unary::HardSigmoid { alpha, beta } => (c(alpha as f64) * x + c(beta as f64)).max(S::zero()).min(S::one()),
+        Unary::HardSigmoid { alpha, beta } => (c(alpha as f64) * x + c(beta as f64))
+            .max(S::zero())
+            .min(S::one()),
         Unary::ThresholdedRelu { alpha } => {
             if x > c(alpha as f64) {
                 x
@@ -79,7 +81,9 @@ pub fn unary_scalar<S: Real>(u: Unary, x: S) -> S {
                 S::zero()
             }
         }
-        Unary::Gelu { tanh: false } => c(0.5) * x * (S::one() + (x * c(std::f64::consts::FRAC_1_SQRT_2)).erf()),
+        Unary::Gelu { tanh: false } => {
+            c(0.5) * x * (S::one() + (x * c(std::f64::consts::FRAC_1_SQRT_2)).erf())
+        }
         Unary::Gelu { tanh: true } => {
             let k = c((2.0 / std::f64::consts::PI).sqrt());
             c(0.5) * x * (S::one() + (k * (x + c(0.044715) * x * x * x)).tanh())
@@ -155,14 +159,22 @@ pub fn apply_act<S: Real>(act: Act, ys: &mut [S]) {
 pub fn unary<S: Real>(u: Unary, x: &Tensor<S>) -> OpResult<S> {
     match &x.data {
         Data::Float(a) => {
-            let mut v = a.as_standard_layout().into_owned().into_raw_vec_and_offset().0;
+            let mut v = a
+                .as_standard_layout()
+                .into_owned()
+                .into_raw_vec_and_offset()
+                .0;
             if v.len() >= PAR_MIN {
                 use rayon::prelude::*;
-                v.par_chunks_mut(PAR_MIN / 4).for_each(|c| apply_unary_inplace(u, c));
+                v.par_chunks_mut(PAR_MIN / 4)
+                    .for_each(|c| apply_unary_inplace(u, c));
             } else {
                 apply_unary_inplace(u, &mut v);
             }
-            Ok(vec![Tensor::float(x.dtype, ArrayD::from_shape_vec(IxDyn(a.shape()), v).expect("sized"))])
+            Ok(vec![Tensor::float(
+                x.dtype,
+                ArrayD::from_shape_vec(IxDyn(a.shape()), v).expect("sized"),
+            )])
         }
         Data::Int(a) => {
             let f: fn(i64) -> i64 = match u {
@@ -172,7 +184,10 @@ pub fn unary<S: Real>(u: Unary, x: &Tensor<S>) -> OpResult<S> {
                 Unary::Relu => |v| v.max(0),
                 _ => return Err(format!("{u:?} needs a float input, got {}", x.dtype)),
             };
-            Ok(vec![Tensor::int(x.dtype, map1(a, |v| x.dtype.wrap_int(f(v))))])
+            Ok(vec![Tensor::int(
+                x.dtype,
+                map1(a, |v| x.dtype.wrap_int(f(v))),
+            )])
         }
         Data::Bool(_) => Err(format!("{u:?} does not take bool input")),
     }
@@ -195,7 +210,9 @@ pub fn binary<S: Real>(op: Binary, a: &Tensor<S>, b: &Tensor<S>) -> OpResult<S> 
             Ok(vec![Tensor::float(a.dtype, out)])
         }
         (Data::Int(x), Data::Float(y)) if op == Binary::Pow => {
-            let out = zip2(x, y, |p, q| a.dtype.wrap_int((p as f64).powf(q.to_f64()) as i64))?;
+            let out = zip2(x, y, |p, q| {
+                a.dtype.wrap_int((p as f64).powf(q.to_f64()) as i64)
+            })?;
             Ok(vec![Tensor::int(a.dtype, out)])
         }
         (Data::Int(x), Data::Int(y)) => {
@@ -212,7 +229,10 @@ pub fn binary<S: Real>(op: Binary, a: &Tensor<S>, b: &Tensor<S>) -> OpResult<S> 
             };
             Ok(vec![Tensor::int(dt, out)])
         }
-        _ => Err(format!("{op:?} of {} and {} is not supported", a.dtype, b.dtype)),
+        _ => Err(format!(
+            "{op:?} of {} and {} is not supported",
+            a.dtype, b.dtype
+        )),
     }
 }
 
@@ -231,7 +251,11 @@ fn pow<S: Real>(p: S, q: S) -> S {
 }
 
 pub fn compare<S: Real>(op: Compare, a: &Tensor<S>, b: &Tensor<S>) -> OpResult<S> {
-    fn cmp<T: PartialOrd + Copy + Send + Sync>(op: Compare, x: &crate::tensor::Arr<T>, y: &crate::tensor::Arr<T>) -> Result<ArrayD<bool>, String> {
+    fn cmp<T: PartialOrd + Copy + Send + Sync>(
+        op: Compare,
+        x: &crate::tensor::Arr<T>,
+        y: &crate::tensor::Arr<T>,
+    ) -> Result<ArrayD<bool>, String> {
         match op {
             Compare::Equal => zip2(x, y, |p, q| p == q),
             Compare::Less => zip2(x, y, |p, q| p < q),
@@ -251,7 +275,10 @@ pub fn compare<S: Real>(op: Compare, a: &Tensor<S>, b: &Tensor<S>) -> OpResult<S
 
 pub fn logic<S: Real>(op: Logic, a: &Tensor<S>, b: &Tensor<S>) -> OpResult<S> {
     let (Data::Bool(x), Data::Bool(y)) = (&a.data, &b.data) else {
-        return Err(format!("{op:?} needs bool inputs, got {} and {}", a.dtype, b.dtype));
+        return Err(format!(
+            "{op:?} needs bool inputs, got {} and {}",
+            a.dtype, b.dtype
+        ));
     };
     let out = match op {
         Logic::And => zip2(x, y, |p, q| p && q)?,
@@ -262,7 +289,9 @@ pub fn logic<S: Real>(op: Logic, a: &Tensor<S>, b: &Tensor<S>) -> OpResult<S> {
 }
 
 pub fn not<S: Real>(a: &Tensor<S>) -> OpResult<S> {
-    let x = a.as_bool().ok_or_else(|| format!("Not needs a bool input, got {}", a.dtype))?;
+    let x = a
+        .as_bool()
+        .ok_or_else(|| format!("Not needs a bool input, got {}", a.dtype))?;
     Ok(vec![Tensor::bool(map1(x, |v| !v))])
 }
 
@@ -276,8 +305,12 @@ pub fn variadic<S: Real>(op: Variadic, inputs: &[Option<&Tensor<S>>]) -> OpResul
                 acc.dtype,
                 match op {
                     Variadic::Sum | Variadic::Mean => zip2(x, y, |p, q| p + q)?,
-                    Variadic::Max => zip2(x, y, |p: S, q: S| if q.is_nan() { q } else { p.max(q) })?,
-                    Variadic::Min => zip2(x, y, |p: S, q: S| if q.is_nan() { q } else { p.min(q) })?,
+                    Variadic::Max => {
+                        zip2(x, y, |p: S, q: S| if q.is_nan() { q } else { p.max(q) })?
+                    }
+                    Variadic::Min => {
+                        zip2(x, y, |p: S, q: S| if q.is_nan() { q } else { p.min(q) })?
+                    }
                 },
             ),
             (Data::Int(x), Data::Int(y)) => Tensor::int(
@@ -301,13 +334,23 @@ pub fn variadic<S: Real>(op: Variadic, inputs: &[Option<&Tensor<S>>]) -> OpResul
 }
 
 pub fn where_<S: Real>(c: &Tensor<S>, x: &Tensor<S>, y: &Tensor<S>) -> OpResult<S> {
-    let cond = c.as_bool().ok_or_else(|| format!("Where condition must be bool, got {}", c.dtype))?;
+    let cond = c
+        .as_bool()
+        .ok_or_else(|| format!("Where condition must be bool, got {}", c.dtype))?;
     let shape = broadcast_shape(&broadcast_shape(c.shape(), x.shape())?, y.shape())?;
     let cv = view_as(cond, &shape)?;
-    fn sel<T: Copy + Send + Sync>(cv: &ndarray::ArrayViewD<bool>, a: &crate::tensor::Arr<T>, b: &crate::tensor::Arr<T>, shape: &[usize]) -> Result<ArrayD<T>, String> {
+    fn sel<T: Copy + Send + Sync>(
+        cv: &ndarray::ArrayViewD<bool>,
+        a: &crate::tensor::Arr<T>,
+        b: &crate::tensor::Arr<T>,
+        shape: &[usize],
+    ) -> Result<ArrayD<T>, String> {
         let av = view_as(a, shape)?;
         let bv = view_as(b, shape)?;
-        Ok(Zip::from(cv).and(&av).and(&bv).map_collect(|&c, &p, &q| if c { p } else { q }))
+        Ok(Zip::from(cv)
+            .and(&av)
+            .and(&bv)
+            .map_collect(|&c, &p, &q| if c { p } else { q }))
     }
     let data = match (&x.data, &y.data) {
         (Data::Float(a), Data::Float(b)) => Data::Float(sel(&cv, a, b, &shape)?.into_shared()),
@@ -315,14 +358,19 @@ pub fn where_<S: Real>(c: &Tensor<S>, x: &Tensor<S>, y: &Tensor<S>) -> OpResult<
         (Data::Bool(a), Data::Bool(b)) => Data::Bool(sel(&cv, a, b, &shape)?.into_shared()),
         _ => return Err(format!("Where of {} and {}", x.dtype, y.dtype)),
     };
-    Ok(vec![Tensor { dtype: x.dtype, data }])
+    Ok(vec![Tensor {
+        dtype: x.dtype,
+        data,
+    }])
 }
 
 pub fn prelu<S: Real>(x: &Tensor<S>, slope: &Tensor<S>) -> OpResult<S> {
     let a = float(x, "X")?;
     let s = float(slope, "slope")?;
     let sv = view_as(s, a.shape())?;
-    let out = Zip::from(a).and(&sv).map_collect(|&v, &k| if v < S::zero() { v * k } else { v });
+    let out = Zip::from(a)
+        .and(&sv)
+        .map_collect(|&v, &k| if v < S::zero() { v * k } else { v });
     Ok(vec![Tensor::float(x.dtype, out)])
 }
 
@@ -348,7 +396,10 @@ pub fn clip<S: Real>(x: &Tensor<S>, lo: Option<f64>, hi: Option<f64>) -> OpResul
         Data::Int(a) => {
             let lo = lo.map(|v| v as i64).unwrap_or(i64::MIN);
             let hi = hi.map(|v| v as i64).unwrap_or(i64::MAX);
-            Ok(vec![Tensor::int(x.dtype, map1(a, move |v| v.max(lo).min(hi)))])
+            Ok(vec![Tensor::int(
+                x.dtype,
+                map1(a, move |v| v.max(lo).min(hi)),
+            )])
         }
         Data::Bool(_) => Err("Clip does not take bool input".into()),
     }

@@ -11,11 +11,11 @@ pub mod shape;
 pub mod util;
 
 use crate::ir::Op;
+use crate::ir::op::Binary;
+use crate::tensor::Data;
 use crate::tensor::{Real, Tensor, tensor_from_proto};
 use ndarray::{ArrayD, IxDyn};
 use util::{OpResult, ints, opt, req, zip_assign};
-use crate::ir::op::Binary;
-use crate::tensor::Data;
 
 /// Evaluates one op. `n_out` is the number of outputs the node declares.
 pub fn eval<S: Real>(op: &Op, inputs: &[Option<&Tensor<S>>], n_out: usize) -> OpResult<S> {
@@ -29,22 +29,48 @@ pub fn eval<S: Real>(op: &Op, inputs: &[Option<&Tensor<S>>], n_out: usize) -> Op
         Op::Variadic(v) => elementwise::variadic(*v, inputs),
         Op::Where => elementwise::where_(x()?, req(inputs, 1)?, req(inputs, 2)?),
         Op::PRelu => elementwise::prelu(x()?, req(inputs, 1)?),
-        Op::Clip { min, max, attr_form } => {
+        Op::Clip {
+            min,
+            max,
+            attr_form,
+        } => {
             let (lo, hi) = clip_bounds(*min, *max, *attr_form, &inputs[1.min(inputs.len())..])?;
             elementwise::clip(x()?, lo, hi)
         }
-        Op::Conv { window, group } => conv::conv(x()?, req(inputs, 1)?, opt(inputs, 2), window, *group),
-        Op::ConvTranspose(a) => conv::conv_transpose(x()?, req(inputs, 1)?, opt(inputs, 2), a),
-        Op::Gemm { alpha, beta, trans_a, trans_b } => {
-            matmul::gemm_op(x()?, req(inputs, 1)?, opt(inputs, 2), *alpha, *beta, *trans_a, *trans_b)
+        Op::Conv { window, group } => {
+            conv::conv(x()?, req(inputs, 1)?, opt(inputs, 2), window, *group)
         }
+        Op::ConvTranspose(a) => conv::conv_transpose(x()?, req(inputs, 1)?, opt(inputs, 2), a),
+        Op::Gemm {
+            alpha,
+            beta,
+            trans_a,
+            trans_b,
+        } => matmul::gemm_op(
+            x()?,
+            req(inputs, 1)?,
+            opt(inputs, 2),
+            *alpha,
+            *beta,
+            *trans_a,
+            *trans_b,
+        ),
         Op::MatMul => matmul::matmul(x()?, req(inputs, 1)?),
         Op::BatchNorm { epsilon } => norm::batch_norm(inputs, *epsilon),
         Op::LayerNorm { axis, epsilon } => norm::layer_norm(inputs, *axis, *epsilon, n_out),
         Op::InstanceNorm { epsilon } => norm::instance_norm(inputs, *epsilon),
-        Op::Lrn { size, alpha, beta, bias } => norm::lrn(x()?, *size, *alpha, *beta, *bias),
+        Op::Lrn {
+            size,
+            alpha,
+            beta,
+            bias,
+        } => norm::lrn(x()?, *size, *alpha, *beta, *bias),
         Op::Softmax { axis, legacy, log } => norm::softmax(x()?, *axis, *legacy, *log),
-        Op::Pool { kind, window, ceil_mode } => pool::pool(x()?, *kind, window, *ceil_mode),
+        Op::Pool {
+            kind,
+            window,
+            ceil_mode,
+        } => pool::pool(x()?, *kind, window, *ceil_mode),
         Op::GlobalPool(kind) => pool::global_pool(x()?, *kind),
         Op::Resize(r) => resize::resize(inputs, r),
         Op::Pad { mode, attr } => {
@@ -82,7 +108,10 @@ pub fn eval<S: Real>(op: &Op, inputs: &[Option<&Tensor<S>>], n_out: usize) -> Op
         Op::Split { axis, split } => {
             let sizes = match split {
                 Some(s) => Some(s.clone()),
-                None => opt(inputs, 1).filter(|t| !t.is_empty()).map(|t| ints(t, "split")).transpose()?,
+                None => opt(inputs, 1)
+                    .filter(|t| !t.is_empty())
+                    .map(|t| ints(t, "split"))
+                    .transpose()?,
             };
             shape::split(x()?, *axis, sizes, n_out)
         }
@@ -111,8 +140,11 @@ pub fn eval<S: Real>(op: &Op, inputs: &[Option<&Tensor<S>>], n_out: usize) -> Op
         Op::Identity => Ok(vec![x()?.clone()]),
         Op::Dropout => {
             let t = x()?;
-            let training = opt(inputs, 2).is_some_and(|m| m.to_f64_vec().first().is_some_and(|&v| v != 0.0));
-            let ratio = opt(inputs, 1).map(|r| r.to_f64_vec().first().copied().unwrap_or(0.0)).unwrap_or(0.5);
+            let training =
+                opt(inputs, 2).is_some_and(|m| m.to_f64_vec().first().is_some_and(|&v| v != 0.0));
+            let ratio = opt(inputs, 1)
+                .map(|r| r.to_f64_vec().first().copied().unwrap_or(0.0))
+                .unwrap_or(0.5);
             if training && ratio > 0.0 {
                 return Err("Dropout in training mode is not supported (inference only)".into());
             }
@@ -122,17 +154,30 @@ pub fn eval<S: Real>(op: &Op, inputs: &[Option<&Tensor<S>>], n_out: usize) -> Op
             }
             Ok(out)
         }
-        Op::Reduce { kind, axes, keepdims, noop_with_empty_axes } => {
+        Op::Reduce {
+            kind,
+            axes,
+            keepdims,
+            noop_with_empty_axes,
+        } => {
             let axes = match axes {
                 Some(a) => Some(a.clone()),
                 None => opt(inputs, 1).map(|t| ints(t, "axes")).transpose()?,
             };
             reduce::reduce(x()?, *kind, axes, *keepdims, *noop_with_empty_axes)
         }
-        Op::ArgExtreme { max, axis, keepdims, select_last_index } => {
-            reduce::arg_extreme(x()?, *max, *axis, *keepdims, *select_last_index)
-        }
-        Op::TopK { axis, largest, sorted: _, k } => {
+        Op::ArgExtreme {
+            max,
+            axis,
+            keepdims,
+            select_last_index,
+        } => reduce::arg_extreme(x()?, *max, *axis, *keepdims, *select_last_index),
+        Op::TopK {
+            axis,
+            largest,
+            sorted: _,
+            k,
+        } => {
             let k = match k {
                 Some(k) => *k,
                 None => {
@@ -148,17 +193,30 @@ pub fn eval<S: Real>(op: &Op, inputs: &[Option<&Tensor<S>>], n_out: usize) -> Op
 /// Runs `op` with its output written over `x` (its first input, which the caller no longer
 /// needs) when the op is elementwise and keeps x's shape. Returns Ok(false), leaving `x`
 /// unchanged, when the op has no in-place form for these inputs.
-pub fn eval_inplace<S: Real>(op: &Op, x: &mut Tensor<S>, rest: &[Option<&Tensor<S>>]) -> Result<bool, String> {
-    let Data::Float(a) = &mut x.data else { return Ok(false) };
+pub fn eval_inplace<S: Real>(
+    op: &Op,
+    x: &mut Tensor<S>,
+    rest: &[Option<&Tensor<S>>],
+) -> Result<bool, String> {
+    let Data::Float(a) = &mut x.data else {
+        return Ok(false);
+    };
     if !a.is_standard_layout() {
         return Ok(false);
     }
     let shape = a.shape().to_vec();
     match op {
         Op::Identity => Ok(true),
-        Op::Clip { min, max, attr_form } => {
+        Op::Clip {
+            min,
+            max,
+            attr_form,
+        } => {
             let (lo, hi) = clip_bounds(*min, *max, *attr_form, rest)?;
-            let act = elementwise::Act::Clip { lo: lo.unwrap_or(f64::NEG_INFINITY), hi: hi.unwrap_or(f64::INFINITY) };
+            let act = elementwise::Act::Clip {
+                lo: lo.unwrap_or(f64::NEG_INFINITY),
+                hi: hi.unwrap_or(f64::INFINITY),
+            };
             elementwise::apply_act(act, a.as_slice_mut().expect("standard"));
             Ok(true)
         }
@@ -167,7 +225,9 @@ pub fn eval_inplace<S: Real>(op: &Op, x: &mut Tensor<S>, rest: &[Option<&Tensor<
             Ok(true)
         }
         Op::Binary(b) => {
-            let Some(Data::Float(y)) = rest.first().copied().flatten().map(|t| &t.data) else { return Ok(false) };
+            let Some(Data::Float(y)) = rest.first().copied().flatten().map(|t| &t.data) else {
+                return Ok(false);
+            };
             let xs = a.as_slice_mut().expect("standard");
             Ok(match b {
                 Binary::Add => zip_assign(xs, &shape, y, |p, q| p + q),
@@ -192,7 +252,10 @@ pub fn clip_bounds<S: Real>(
         return Ok((min.map(f64::from), max.map(f64::from)));
     }
     let bound = |i: usize| -> Result<Option<f64>, String> {
-        opt(bounds, i).filter(|t| !t.is_empty()).map(|t| util::scalar_f64(t, "Clip bound")).transpose()
+        opt(bounds, i)
+            .filter(|t| !t.is_empty())
+            .map(|t| util::scalar_f64(t, "Clip bound"))
+            .transpose()
     };
     Ok((bound(0)?, bound(1)?))
 }

@@ -44,11 +44,19 @@ pub fn batch_norm<S: Real>(inputs: &[Option<&Tensor<S>>], epsilon: f32) -> OpRes
             out.chunks_mut(plane).enumerate().for_each(f);
         }
     }
-    Ok(vec![Tensor::float(x.dtype, ArrayD::from_shape_vec(IxDyn(sh), out).expect("sized"))])
+    Ok(vec![Tensor::float(
+        x.dtype,
+        ArrayD::from_shape_vec(IxDyn(sh), out).expect("sized"),
+    )])
 }
 
 /// LayerNormalization over axes [axis, rank); optional Mean and InvStdDev outputs.
-pub fn layer_norm<S: Real>(inputs: &[Option<&Tensor<S>>], axis_attr: i64, epsilon: f32, n_out: usize) -> OpResult<S> {
+pub fn layer_norm<S: Real>(
+    inputs: &[Option<&Tensor<S>>],
+    axis_attr: i64,
+    epsilon: f32,
+    n_out: usize,
+) -> OpResult<S> {
     let x = req(inputs, 0)?;
     let xa = float(x, "X")?.as_standard_layout();
     let sh = xa.shape().to_vec();
@@ -59,10 +67,17 @@ pub fn layer_norm<S: Real>(inputs: &[Option<&Tensor<S>>], axis_attr: i64, epsilo
     let scale = float(req(inputs, 1)?, "Scale")?;
     let scale = view_as(scale, tail)?.as_standard_layout().into_owned();
     let bias = match opt(inputs, 2) {
-        Some(b) => Some(view_as(float(b, "B")?, tail)?.as_standard_layout().into_owned()),
+        Some(b) => Some(
+            view_as(float(b, "B")?, tail)?
+                .as_standard_layout()
+                .into_owned(),
+        ),
         None => None,
     };
-    let (sc, bs) = (scale.as_slice().expect("std"), bias.as_ref().map(|b| b.as_slice().expect("std")));
+    let (sc, bs) = (
+        scale.as_slice().expect("std"),
+        bias.as_ref().map(|b| b.as_slice().expect("std")),
+    );
     let eps = S::from_f64(epsilon as f64);
     let xs = xa.as_slice().expect("standard");
     let mut out = vec![S::zero(); xs.len()];
@@ -87,12 +102,21 @@ pub fn layer_norm<S: Real>(inputs: &[Option<&Tensor<S>>], axis_attr: i64, epsilo
             *mu_out = mu;
             *inv_out = is;
         });
-    let mut res = vec![Tensor::float(x.dtype, ArrayD::from_shape_vec(IxDyn(&sh), out).expect("sized"))];
+    let mut res = vec![Tensor::float(
+        x.dtype,
+        ArrayD::from_shape_vec(IxDyn(&sh), out).expect("sized"),
+    )];
     if n_out > 1 {
         let mut stat_shape = sh[..ax].to_vec();
         stat_shape.extend(std::iter::repeat_n(1, sh.len() - ax));
-        res.push(Tensor::float(x.dtype, ArrayD::from_shape_vec(IxDyn(&stat_shape), means).expect("sized")));
-        res.push(Tensor::float(x.dtype, ArrayD::from_shape_vec(IxDyn(&stat_shape), inv).expect("sized")));
+        res.push(Tensor::float(
+            x.dtype,
+            ArrayD::from_shape_vec(IxDyn(&stat_shape), means).expect("sized"),
+        ));
+        res.push(Tensor::float(
+            x.dtype,
+            ArrayD::from_shape_vec(IxDyn(&stat_shape), inv).expect("sized"),
+        ));
     }
     Ok(res)
 }
@@ -111,14 +135,20 @@ pub fn instance_norm<S: Real>(inputs: &[Option<&Tensor<S>>], epsilon: f32) -> Op
     let eps = S::from_f64(epsilon as f64);
     let dn = S::from_f64(plane as f64);
     let mut out = xa.as_slice().expect("standard").to_vec();
-    out.par_chunks_mut(plane.max(1)).enumerate().for_each(|(i, p)| {
-        let ch = i % c;
-        let mu = p.iter().copied().sum::<S>() / dn;
-        let var = p.iter().map(|&v| (v - mu) * (v - mu)).sum::<S>() / dn;
-        let is = (var + eps).sqrt().recip();
-        p.iter_mut().for_each(|v| *v = (*v - mu) * is * scale[ch] + bias[ch]);
-    });
-    Ok(vec![Tensor::float(x.dtype, ArrayD::from_shape_vec(IxDyn(&sh), out).expect("sized"))])
+    out.par_chunks_mut(plane.max(1))
+        .enumerate()
+        .for_each(|(i, p)| {
+            let ch = i % c;
+            let mu = p.iter().copied().sum::<S>() / dn;
+            let var = p.iter().map(|&v| (v - mu) * (v - mu)).sum::<S>() / dn;
+            let is = (var + eps).sqrt().recip();
+            p.iter_mut()
+                .for_each(|v| *v = (*v - mu) * is * scale[ch] + bias[ch]);
+        });
+    Ok(vec![Tensor::float(
+        x.dtype,
+        ArrayD::from_shape_vec(IxDyn(&sh), out).expect("sized"),
+    )])
 }
 
 /// Local response normalisation across channels.
@@ -138,22 +168,27 @@ pub fn lrn<S: Real>(x: &Tensor<S>, size: usize, alpha: f32, beta: f32, bias: f32
         S::from_f64(bias as f64),
     );
     let mut out = vec![S::zero(); xs.len()];
-    out.par_chunks_mut(c * plane).enumerate().for_each(|(img, y)| {
-        let xi = &xs[img * c * plane..(img + 1) * c * plane];
-        for ch in 0..c {
-            let from = ch.saturating_sub(lo);
-            let to = (ch + hi).min(c - 1);
-            for p in 0..plane {
-                let mut sq = S::zero();
-                for k in from..=to {
-                    let v = xi[k * plane + p];
-                    sq += v * v;
+    out.par_chunks_mut(c * plane)
+        .enumerate()
+        .for_each(|(img, y)| {
+            let xi = &xs[img * c * plane..(img + 1) * c * plane];
+            for ch in 0..c {
+                let from = ch.saturating_sub(lo);
+                let to = (ch + hi).min(c - 1);
+                for p in 0..plane {
+                    let mut sq = S::zero();
+                    for k in from..=to {
+                        let v = xi[k * plane + p];
+                        sq += v * v;
+                    }
+                    y[ch * plane + p] = xi[ch * plane + p] / (bi + al * sq).powf(be);
                 }
-                y[ch * plane + p] = xi[ch * plane + p] / (bi + al * sq).powf(be);
             }
-        }
-    });
-    Ok(vec![Tensor::float(x.dtype, ArrayD::from_shape_vec(IxDyn(&sh), out).expect("sized"))])
+        });
+    Ok(vec![Tensor::float(
+        x.dtype,
+        ArrayD::from_shape_vec(IxDyn(&sh), out).expect("sized"),
+    )])
 }
 
 /// Softmax or LogSoftmax. Legacy (opset < 13) normalises over the flattened tail from `axis`.
@@ -179,10 +214,18 @@ pub fn softmax<S: Real>(x: &Tensor<S>, axis_attr: i64, legacy: bool, log: bool) 
             lane.iter_mut().for_each(|v| *v /= sum);
         }
     };
-    let d: usize = if legacy { sh[ax..].iter().product() } else { sh[ax] };
+    let d: usize = if legacy {
+        sh[ax..].iter().product()
+    } else {
+        sh[ax]
+    };
     if legacy || ax + 1 == sh.len() {
         // Rows are contiguous.
-        let mut out = xa.as_standard_layout().into_owned().into_raw_vec_and_offset().0;
+        let mut out = xa
+            .as_standard_layout()
+            .into_owned()
+            .into_raw_vec_and_offset()
+            .0;
         if d > 0 {
             if out.len() >= PAR_MIN {
                 out.par_chunks_mut(d).for_each(row);
@@ -190,7 +233,10 @@ pub fn softmax<S: Real>(x: &Tensor<S>, axis_attr: i64, legacy: bool, log: bool) 
                 out.chunks_mut(d).for_each(row);
             }
         }
-        return Ok(vec![Tensor::float(x.dtype, ArrayD::from_shape_vec(IxDyn(&sh), out).expect("sized"))]);
+        return Ok(vec![Tensor::float(
+            x.dtype,
+            ArrayD::from_shape_vec(IxDyn(&sh), out).expect("sized"),
+        )]);
     }
     let mut out = xa.to_owned();
     let mut buf = vec![S::zero(); d];

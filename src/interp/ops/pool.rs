@@ -45,7 +45,11 @@ fn pool_plane<S: Real>(x: &[S], g: &Geom, kind: PoolKind, out: &mut [S]) {
                 PoolKind::Max => acc,
                 PoolKind::Average { count_include_pad } => {
                     let d = if count_include_pad { padded } else { count };
-                    if d == 0 { S::zero() } else { acc / S::from_f64(d as f64) }
+                    if d == 0 {
+                        S::zero()
+                    } else {
+                        acc / S::from_f64(d as f64)
+                    }
                 }
                 PoolKind::Lp { p } => acc.powf(S::from_f64(1.0 / p as f64)),
             };
@@ -58,7 +62,12 @@ fn pool_input<S: Real>(x: &Tensor<S>) -> Result<&crate::tensor::Arr<S>, String> 
         .ok_or_else(|| format!("pooling of {} tensors is not supported", x.dtype))
 }
 
-pub fn pool<S: Real>(x: &Tensor<S>, kind: PoolKind, window: &Window, ceil_mode: bool) -> OpResult<S> {
+pub fn pool<S: Real>(
+    x: &Tensor<S>,
+    kind: PoolKind,
+    window: &Window,
+    ceil_mode: bool,
+) -> OpResult<S> {
     let xa = pool_input(x)?.as_standard_layout();
     let sh = xa.shape().to_vec();
     if sh.len() < 3 {
@@ -80,7 +89,10 @@ pub fn pool<S: Real>(x: &Tensor<S>, kind: PoolKind, window: &Window, ceil_mode: 
     } else {
         oshape.push(g.ow);
     }
-    Ok(vec![Tensor::float(x.dtype, ArrayD::from_shape_vec(IxDyn(&oshape), out).expect("sized"))])
+    Ok(vec![Tensor::float(
+        x.dtype,
+        ArrayD::from_shape_vec(IxDyn(&oshape), out).expect("sized"),
+    )])
 }
 
 pub fn global_pool<S: Real>(x: &Tensor<S>, kind: PoolKind) -> OpResult<S> {
@@ -92,16 +104,22 @@ pub fn global_pool<S: Real>(x: &Tensor<S>, kind: PoolKind) -> OpResult<S> {
     let plane: usize = sh[2..].iter().product();
     let xs = xa.as_slice().expect("standard");
     let nc = sh[0] * sh[1];
-    let out: Vec<S> = (0..nc)
-        .map(|i| {
-            let p = &xs[i * plane..(i + 1) * plane];
-            match kind {
-                PoolKind::Max => p.iter().copied().fold(-S::infinity(), |a, b| if b > a || b.is_nan() { b } else { a }),
-                _ => p.iter().copied().sum::<S>() / S::from_f64(plane as f64),
-            }
-        })
-        .collect();
+    let out: Vec<S> =
+        (0..nc)
+            .map(|i| {
+                let p = &xs[i * plane..(i + 1) * plane];
+                match kind {
+                    PoolKind::Max => p.iter().copied().fold(-S::infinity(), |a, b| {
+                        if b > a || b.is_nan() { b } else { a }
+                    }),
+                    _ => p.iter().copied().sum::<S>() / S::from_f64(plane as f64),
+                }
+            })
+            .collect();
     let mut oshape = sh[..2].to_vec();
     oshape.extend(std::iter::repeat_n(1, sh.len() - 2));
-    Ok(vec![Tensor::float(x.dtype, ArrayD::from_shape_vec(IxDyn(&oshape), out).expect("sized"))])
+    Ok(vec![Tensor::float(
+        x.dtype,
+        ArrayD::from_shape_vec(IxDyn(&oshape), out).expect("sized"),
+    )])
 }

@@ -15,7 +15,13 @@ fn cubic_coeffs(t: f64, a: f64) -> [f64; 4] {
     [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)]
 }
 
-fn axis_taps(r: &ResizeAttrs, in_len: usize, out_len: usize, scale: f64, roi: (f64, f64)) -> Vec<Taps> {
+fn axis_taps(
+    r: &ResizeAttrs,
+    in_len: usize,
+    out_len: usize,
+    scale: f64,
+    roi: (f64, f64),
+) -> Vec<Taps> {
     let n = in_len as f64;
     // The resized length as a real number (in · scale), as the ONNX reference uses it.
     let len_f = n * scale;
@@ -61,7 +67,11 @@ fn axis_taps(r: &ResizeAttrs, in_len: usize, out_len: usize, scale: f64, roi: (f
                 ResizeMode::Nearest => {
                     let i = match r.nearest {
                         NearestMode::RoundPreferFloor => {
-                            if xo.fract() == 0.5 || xo.fract() == -0.5 { xo.floor() } else { xo.round() }
+                            if xo.fract() == 0.5 || xo.fract() == -0.5 {
+                                xo.floor()
+                            } else {
+                                xo.round()
+                            }
                         }
                         NearestMode::RoundPreferCeil => (xo + 0.5).floor(),
                         NearestMode::Floor => xo.floor(),
@@ -82,10 +92,19 @@ fn axis_taps(r: &ResizeAttrs, in_len: usize, out_len: usize, scale: f64, roi: (f
                     let c = cubic_coeffs(t, r.cubic_a as f64);
                     let idx = [b - 1, b, b + 1, b + 2];
                     if r.exclude_outside {
-                        let inside: Vec<(i64, f64)> =
-                            idx.iter().zip(c).filter(|(i, _)| (0..=last).contains(*i)).map(|(&i, w)| (i, w)).collect();
+                        let inside: Vec<(i64, f64)> = idx
+                            .iter()
+                            .zip(c)
+                            .filter(|(i, _)| (0..=last).contains(*i))
+                            .map(|(&i, w)| (i, w))
+                            .collect();
                         let total: f64 = inside.iter().map(|(_, w)| w).sum();
-                        Some(inside.into_iter().map(|(i, w)| (i as usize, w / total)).collect())
+                        Some(
+                            inside
+                                .into_iter()
+                                .map(|(i, w)| (i as usize, w / total))
+                                .collect(),
+                        )
                     } else {
                         Some(idx.iter().zip(c).map(|(&i, w)| (clamp(i), w)).collect())
                     }
@@ -96,12 +115,22 @@ fn axis_taps(r: &ResizeAttrs, in_len: usize, out_len: usize, scale: f64, roi: (f
 }
 
 /// Interpolates along one axis of a contiguous [outer, in_len, inner] buffer.
-fn apply_axis<S: Real>(data: &[S], outer: usize, in_len: usize, inner: usize, taps: &[Taps], extrap: S) -> Vec<S> {
+fn apply_axis<S: Real>(
+    data: &[S],
+    outer: usize,
+    in_len: usize,
+    inner: usize,
+    taps: &[Taps],
+    extrap: S,
+) -> Vec<S> {
     let out_len = taps.len();
     let mut out = vec![S::zero(); outer * out_len * inner];
     let taps_s: Vec<Option<Vec<(usize, S)>>> = taps
         .iter()
-        .map(|t| t.as_ref().map(|v| v.iter().map(|&(i, w)| (i, S::from_f64(w))).collect()))
+        .map(|t| {
+            t.as_ref()
+                .map(|v| v.iter().map(|&(i, w)| (i, S::from_f64(w))).collect())
+        })
         .collect();
     for o in 0..outer {
         let src = &data[o * in_len * inner..(o + 1) * in_len * inner];
@@ -146,10 +175,16 @@ pub fn resize<S: Real>(inputs: &[Option<&Tensor<S>>], r: &ResizeAttrs) -> OpResu
             if sz.len() != axes.len() {
                 return Err(format!("sizes {sz:?} do not fit {} axes", axes.len()));
             }
-            let ratio: Vec<f64> = axes.iter().zip(&sz).map(|(&a, &s)| s as f64 / sh[a] as f64).collect();
+            let ratio: Vec<f64> = axes
+                .iter()
+                .zip(&sz)
+                .map(|(&a, &s)| s as f64 / sh[a] as f64)
+                .collect();
             let policy_scale = match r.policy {
                 AspectPolicy::Stretch => None,
-                AspectPolicy::NotLarger => Some(ratio.iter().copied().fold(f64::INFINITY, f64::min)),
+                AspectPolicy::NotLarger => {
+                    Some(ratio.iter().copied().fold(f64::INFINITY, f64::min))
+                }
                 AspectPolicy::NotSmaller => Some(ratio.iter().copied().fold(0.0, f64::max)),
             };
             for (i, &a) in axes.iter().enumerate() {
@@ -212,5 +247,8 @@ pub fn resize<S: Real>(inputs: &[Option<&Tensor<S>>], r: &ResizeAttrs) -> OpResu
         data = apply_axis(&data, outer, cur[a], inner, &taps, extrap);
         cur[a] = out_shape[a];
     }
-    Ok(vec![Tensor::float(x.dtype, ArrayD::from_shape_vec(IxDyn(&out_shape), data).expect("sized"))])
+    Ok(vec![Tensor::float(
+        x.dtype,
+        ArrayD::from_shape_vec(IxDyn(&out_shape), data).expect("sized"),
+    )])
 }

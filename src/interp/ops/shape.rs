@@ -14,7 +14,11 @@ pub fn reshape<S: Real>(x: &Tensor<S>, shape: &Tensor<S>, allowzero: bool) -> Op
     Ok(vec![x.reshape(&target)])
 }
 
-pub fn resolve_reshape(input: &[usize], spec: &[i64], allowzero: bool) -> Result<Vec<usize>, String> {
+pub fn resolve_reshape(
+    input: &[usize],
+    spec: &[i64],
+    allowzero: bool,
+) -> Result<Vec<usize>, String> {
     let total: usize = input.iter().product();
     let mut out = Vec::with_capacity(spec.len());
     let mut infer = None;
@@ -26,23 +30,23 @@ pub fn resolve_reshape(input: &[usize], spec: &[i64], allowzero: bool) -> Result
                 }
                 out.push(1);
             }
-            0 if !allowzero => out.push(
-                *input
-                    .get(i)
-                    .ok_or_else(|| format!("shape {spec:?} copies axis {i} the input {input:?} lacks"))?,
-            ),
+            0 if !allowzero => out.push(*input.get(i).ok_or_else(|| {
+                format!("shape {spec:?} copies axis {i} the input {input:?} lacks")
+            })?),
             d if d < 0 => return Err(format!("shape {spec:?} has a negative dimension")),
             d => out.push(d as usize),
         }
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(format!("cannot reshape {input:?} into {spec:?}"));
         }
         out[i] = total / known;
     } else if known != total {
-        return Err(format!("cannot reshape {input:?} ({total} values) into {spec:?}"));
+        return Err(format!(
+            "cannot reshape {input:?} ({total} values) into {spec:?}"
+        ));
     }
     Ok(out)
 }
@@ -50,7 +54,11 @@ pub fn resolve_reshape(input: &[usize], spec: &[i64], allowzero: bool) -> Result
 pub fn flatten<S: Real>(x: &Tensor<S>, axis_attr: i64) -> OpResult<S> {
     let sh = x.shape();
     let r = sh.len() as i64;
-    let a = if axis_attr < 0 { axis_attr + r } else { axis_attr };
+    let a = if axis_attr < 0 {
+        axis_attr + r
+    } else {
+        axis_attr
+    };
     if !(0..=r).contains(&a) {
         return Err(format!("axis {axis_attr} out of range for rank {r}"));
     }
@@ -73,14 +81,19 @@ pub fn transpose<S: Real>(x: &Tensor<S>, perm: Option<&[i64]>) -> OpResult<S> {
         }
         None => (0..r).rev().collect(),
     };
-    Ok(vec![each_storage!(x, a => a.view().permuted_axes(IxDyn(&p)).as_standard_layout().into_owned())])
+    Ok(vec![
+        each_storage!(x, a => a.view().permuted_axes(IxDyn(&p)).as_standard_layout().into_owned()),
+    ])
 }
 
 pub fn squeeze<S: Real>(x: &Tensor<S>, axes: Option<Vec<i64>>) -> OpResult<S> {
     let sh = x.shape();
     let drop: Vec<usize> = match axes {
         Some(ax) if !ax.is_empty() => {
-            let v: Vec<usize> = ax.iter().map(|&a| axis(a, sh.len())).collect::<Result<_, _>>()?;
+            let v: Vec<usize> = ax
+                .iter()
+                .map(|&a| axis(a, sh.len()))
+                .collect::<Result<_, _>>()?;
             if let Some(&bad) = v.iter().find(|&&a| sh[a] != 1) {
                 return Err(format!("cannot squeeze axis {bad} of size {}", sh[bad]));
             }
@@ -88,7 +101,10 @@ pub fn squeeze<S: Real>(x: &Tensor<S>, axes: Option<Vec<i64>>) -> OpResult<S> {
         }
         _ => (0..sh.len()).filter(|&i| sh[i] == 1).collect(),
     };
-    let out: Vec<usize> = (0..sh.len()).filter(|i| !drop.contains(i)).map(|i| sh[i]).collect();
+    let out: Vec<usize> = (0..sh.len())
+        .filter(|i| !drop.contains(i))
+        .map(|i| sh[i])
+        .collect();
     Ok(vec![x.reshape(&out)])
 }
 
@@ -123,33 +139,64 @@ pub fn concat<S: Real>(inputs: &[Option<&Tensor<S>>], axis_attr: i64) -> OpResul
     let mismatch = || "Concat inputs have different element types".to_string();
     let data = match &first.data {
         Data::Float(_) => Data::Float(
-            cat(ts.iter().map(|t| t.as_float().ok_or_else(mismatch)).collect::<Result<_, _>>()?, ax)?.into_shared(),
+            cat(
+                ts.iter()
+                    .map(|t| t.as_float().ok_or_else(mismatch))
+                    .collect::<Result<_, _>>()?,
+                ax,
+            )?
+            .into_shared(),
         ),
         Data::Int(_) => Data::Int(
-            cat(ts.iter().map(|t| t.as_int().ok_or_else(mismatch)).collect::<Result<_, _>>()?, ax)?.into_shared(),
+            cat(
+                ts.iter()
+                    .map(|t| t.as_int().ok_or_else(mismatch))
+                    .collect::<Result<_, _>>()?,
+                ax,
+            )?
+            .into_shared(),
         ),
         Data::Bool(_) => Data::Bool(
-            cat(ts.iter().map(|t| t.as_bool().ok_or_else(mismatch)).collect::<Result<_, _>>()?, ax)?.into_shared(),
+            cat(
+                ts.iter()
+                    .map(|t| t.as_bool().ok_or_else(mismatch))
+                    .collect::<Result<_, _>>()?,
+                ax,
+            )?
+            .into_shared(),
         ),
     };
-    Ok(vec![Tensor { dtype: first.dtype, data }])
+    Ok(vec![Tensor {
+        dtype: first.dtype,
+        data,
+    }])
 }
 
-pub fn split<S: Real>(x: &Tensor<S>, axis_attr: i64, sizes: Option<Vec<i64>>, n_out: usize) -> OpResult<S> {
+pub fn split<S: Real>(
+    x: &Tensor<S>,
+    axis_attr: i64,
+    sizes: Option<Vec<i64>>,
+    n_out: usize,
+) -> OpResult<S> {
     let sh = x.shape();
     let ax = axis(axis_attr, sh.len())?;
     let len = sh[ax];
     let sizes: Vec<usize> = match sizes {
         Some(s) => {
-            if s.len() != n_out || s.iter().any(|&v| v < 0) || s.iter().sum::<i64>() as usize != len {
-                return Err(format!("split {s:?} does not divide axis of length {len} into {n_out} outputs"));
+            if s.len() != n_out || s.iter().any(|&v| v < 0) || s.iter().sum::<i64>() as usize != len
+            {
+                return Err(format!(
+                    "split {s:?} does not divide axis of length {len} into {n_out} outputs"
+                ));
             }
             s.iter().map(|&v| v as usize).collect()
         }
         None => {
             // Equal parts; the last may be smaller (opset 18 num_outputs semantics).
             let part = len.div_ceil(n_out.max(1));
-            (0..n_out).map(|i| part.min(len.saturating_sub(i * part))).collect()
+            (0..n_out)
+                .map(|i| part.min(len.saturating_sub(i * part)))
+                .collect()
         }
     };
     let mut start = 0;
@@ -162,7 +209,13 @@ pub fn split<S: Real>(x: &Tensor<S>, axis_attr: i64, sizes: Option<Vec<i64>>, n_
     Ok(out)
 }
 
-pub fn slice<S: Real>(x: &Tensor<S>, starts: &[i64], ends: &[i64], axes: Option<&[i64]>, steps: Option<&[i64]>) -> OpResult<S> {
+pub fn slice<S: Real>(
+    x: &Tensor<S>,
+    starts: &[i64],
+    ends: &[i64],
+    axes: Option<&[i64]>,
+    steps: Option<&[i64]>,
+) -> OpResult<S> {
     let sh = x.shape();
     let r = sh.len();
     if starts.len() != ends.len() {
@@ -175,7 +228,14 @@ pub fn slice<S: Real>(x: &Tensor<S>, starts: &[i64], ends: &[i64], axes: Option<
     if axes.len() != starts.len() {
         return Err("axes and starts differ in length".into());
     }
-    let mut elems: Vec<SliceInfoElem> = vec![SliceInfoElem::Slice { start: 0, end: None, step: 1 }; r];
+    let mut elems: Vec<SliceInfoElem> = vec![
+        SliceInfoElem::Slice {
+            start: 0,
+            end: None,
+            step: 1
+        };
+        r
+    ];
     for (i, &ax) in axes.iter().enumerate() {
         let step = steps.map(|s| s[i]).unwrap_or(1);
         if step == 0 {
@@ -187,20 +247,34 @@ pub fn slice<S: Real>(x: &Tensor<S>, starts: &[i64], ends: &[i64], axes: Option<
         elems[ax] = if step > 0 {
             let s = s.clamp(0, dim);
             let e = e.clamp(0, dim).max(s);
-            SliceInfoElem::Slice { start: s as isize, end: Some(e as isize), step: step as isize }
+            SliceInfoElem::Slice {
+                start: s as isize,
+                end: Some(e as isize),
+                step: step as isize,
+            }
         } else {
             // Walk down from s (clamped into the axis) to just above e.
             let s = s.clamp(-1, dim - 1);
             let e = e.clamp(-1, dim - 1);
             if s <= e {
-                SliceInfoElem::Slice { start: 0, end: Some(0), step: 1 }
+                SliceInfoElem::Slice {
+                    start: 0,
+                    end: Some(0),
+                    step: 1,
+                }
             } else {
-                SliceInfoElem::Slice { start: (e + 1) as isize, end: Some((s + 1) as isize), step: step as isize }
+                SliceInfoElem::Slice {
+                    start: (e + 1) as isize,
+                    end: Some((s + 1) as isize),
+                    step: step as isize,
+                }
             }
         };
     }
     let info = ndarray::SliceInfo::<_, IxDyn, IxDyn>::try_from(elems).map_err(|e| e.to_string())?;
-    Ok(vec![each_storage!(x, a => a.slice(info.as_ref()).to_owned())])
+    Ok(vec![
+        each_storage!(x, a => a.slice(info.as_ref()).to_owned()),
+    ])
 }
 
 pub fn gather<S: Real>(x: &Tensor<S>, idx: &Tensor<S>, axis_attr: i64) -> OpResult<S> {
@@ -212,20 +286,31 @@ pub fn gather<S: Real>(x: &Tensor<S>, idx: &Tensor<S>, axis_attr: i64) -> OpResu
         .iter()
         .map(|&i| {
             let v = if i < 0 { i + dim } else { i };
-            if (0..dim).contains(&v) { Ok(v as usize) } else { Err(format!("index {i} out of range for axis of size {dim}")) }
+            if (0..dim).contains(&v) {
+                Ok(v as usize)
+            } else {
+                Err(format!("index {i} out of range for axis of size {dim}"))
+            }
         })
         .collect::<Result<_, _>>()?;
     let mut out_shape = sh[..ax].to_vec();
     out_shape.extend(idx.shape());
     out_shape.extend(&sh[ax + 1..]);
-    fn g<T: Clone>(a: &Arr<T>, ax: usize, idx: &[usize], out_shape: &[usize]) -> Result<ArrayD<T>, String> {
+    fn g<T: Clone>(
+        a: &Arr<T>,
+        ax: usize,
+        idx: &[usize],
+        out_shape: &[usize],
+    ) -> Result<ArrayD<T>, String> {
         let sel = a.select(Axis(ax), idx);
         sel.as_standard_layout()
             .into_owned()
             .into_shape_with_order(IxDyn(out_shape))
             .map_err(|e| e.to_string())
     }
-    Ok(vec![try_each_storage!(x, a => g(a, ax, &resolved, &out_shape))])
+    Ok(vec![
+        try_each_storage!(x, a => g(a, ax, &resolved, &out_shape)),
+    ])
 }
 
 pub fn gather_elements<S: Real>(x: &Tensor<S>, idx: &Tensor<S>, axis_attr: i64) -> OpResult<S> {
@@ -265,7 +350,9 @@ pub fn expand<S: Real>(x: &Tensor<S>, shape: &Tensor<S>) -> OpResult<S> {
         .map(|&v| usize::try_from(v).map_err(|_| format!("negative dimension {v}")))
         .collect::<Result<_, _>>()?;
     let target = broadcast_shape(x.shape(), &spec)?;
-    Ok(vec![try_each_storage!(x, a => view_as(a, &target).map(|v| v.to_owned()))])
+    Ok(vec![
+        try_each_storage!(x, a => view_as(a, &target).map(|v| v.to_owned())),
+    ])
 }
 
 pub fn tile<S: Real>(x: &Tensor<S>, repeats: &Tensor<S>) -> OpResult<S> {
@@ -285,7 +372,13 @@ pub fn tile<S: Real>(x: &Tensor<S>, repeats: &Tensor<S>) -> OpResult<S> {
     Ok(vec![each_storage!(x, a => t(a, &reps))])
 }
 
-pub fn pad<S: Real>(x: &Tensor<S>, mode: PadMode, pads: &[i64], value: f64, axes: Option<&[i64]>) -> OpResult<S> {
+pub fn pad<S: Real>(
+    x: &Tensor<S>,
+    mode: PadMode,
+    pads: &[i64],
+    value: f64,
+    axes: Option<&[i64]>,
+) -> OpResult<S> {
     let sh = x.shape().to_vec();
     let r = sh.len();
     let axes: Vec<usize> = match axes {
@@ -310,7 +403,13 @@ pub fn pad<S: Real>(x: &Tensor<S>, mode: PadMode, pads: &[i64], value: f64, axes
     if mode != PadMode::Constant && sh.iter().zip(&out_shape).any(|(&d, &o)| d == 0 && o > 0) {
         return Err("non-constant padding of an empty axis".into());
     }
-    fn p<T: Clone>(a: &Arr<T>, mode: PadMode, before: &[i64], out_shape: &[usize], fill: T) -> ArrayD<T> {
+    fn p<T: Clone>(
+        a: &Arr<T>,
+        mode: PadMode,
+        before: &[i64],
+        out_shape: &[usize],
+        fill: T,
+    ) -> ArrayD<T> {
         let sh = a.shape().to_vec();
         ArrayD::from_shape_fn(IxDyn(out_shape), |pos| {
             let mut src = Vec::with_capacity(sh.len());
@@ -341,11 +440,16 @@ pub fn pad<S: Real>(x: &Tensor<S>, mode: PadMode, pads: &[i64], value: f64, axes
         })
     }
     let data = match &x.data {
-        Data::Float(a) => Data::Float(p(a, mode, &before, &out_shape, S::from_f64(value)).into_shared()),
+        Data::Float(a) => {
+            Data::Float(p(a, mode, &before, &out_shape, S::from_f64(value)).into_shared())
+        }
         Data::Int(a) => Data::Int(p(a, mode, &before, &out_shape, value as i64).into_shared()),
         Data::Bool(a) => Data::Bool(p(a, mode, &before, &out_shape, value != 0.0).into_shared()),
     };
-    Ok(vec![Tensor { dtype: x.dtype, data }])
+    Ok(vec![Tensor {
+        dtype: x.dtype,
+        data,
+    }])
 }
 
 pub fn shape_of<S: Real>(x: &Tensor<S>, start: i64, end: Option<i64>) -> OpResult<S> {
@@ -358,11 +462,18 @@ pub fn shape_of<S: Real>(x: &Tensor<S>, start: i64, end: Option<i64>) -> OpResul
 }
 
 pub fn size<S: Real>(x: &Tensor<S>) -> OpResult<S> {
-    Ok(vec![Tensor::i64(ArrayD::from_elem(IxDyn(&[]), x.len() as i64))])
+    Ok(vec![Tensor::i64(ArrayD::from_elem(
+        IxDyn(&[]),
+        x.len() as i64,
+    ))])
 }
 
 pub fn range<S: Real>(start: &Tensor<S>, limit: &Tensor<S>, delta: &Tensor<S>) -> OpResult<S> {
-    let (s, l, d) = (scalar_f64(start, "start")?, scalar_f64(limit, "limit")?, scalar_f64(delta, "delta")?);
+    let (s, l, d) = (
+        scalar_f64(start, "start")?,
+        scalar_f64(limit, "limit")?,
+        scalar_f64(delta, "delta")?,
+    );
     if d == 0.0 {
         return Err("Range delta is 0".into());
     }
@@ -380,21 +491,33 @@ pub fn range<S: Real>(start: &Tensor<S>, limit: &Tensor<S>, delta: &Tensor<S>) -
                 v.push(cur);
                 cur += d;
             }
-            Ok(vec![Tensor::float(start.dtype, ArrayD::from_shape_vec(IxDyn(&[n]), v).expect("1-D"))])
+            Ok(vec![Tensor::float(
+                start.dtype,
+                ArrayD::from_shape_vec(IxDyn(&[n]), v).expect("1-D"),
+            )])
         }
         _ => {
             let v: Vec<i64> = (0..n as i64).map(|i| s as i64 + i * d as i64).collect();
-            Ok(vec![Tensor::int(start.dtype, ArrayD::from_shape_vec(IxDyn(&[n]), v).expect("1-D"))])
+            Ok(vec![Tensor::int(
+                start.dtype,
+                ArrayD::from_shape_vec(IxDyn(&[n]), v).expect("1-D"),
+            )])
         }
     }
 }
 
-pub fn constant_of_shape<S: Real>(shape: &Tensor<S>, value: Option<&crate::onnx::TensorProto>) -> OpResult<S> {
+pub fn constant_of_shape<S: Real>(
+    shape: &Tensor<S>,
+    value: Option<&crate::onnx::TensorProto>,
+) -> OpResult<S> {
     let dims: Vec<usize> = ints(shape, "shape")?
         .iter()
         .map(|&v| usize::try_from(v).map_err(|_| format!("negative dimension {v}")))
         .collect::<Result<_, _>>()?;
-    let n = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("shape overflows")?;
+    let n = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or("shape overflows")?;
     if n > 1 << 32 {
         return Err(format!("ConstantOfShape of {n} values"));
     }
@@ -406,11 +529,20 @@ pub fn constant_of_shape<S: Real>(shape: &Tensor<S>, value: Option<&crate::onnx:
         return Err("ConstantOfShape value must hold one element".into());
     }
     let data = match &v.data {
-        Data::Float(a) => Data::Float(ArrayD::from_elem(IxDyn(&dims), *a.first().expect("one")).into_shared()),
-        Data::Int(a) => Data::Int(ArrayD::from_elem(IxDyn(&dims), *a.first().expect("one")).into_shared()),
-        Data::Bool(a) => Data::Bool(ArrayD::from_elem(IxDyn(&dims), *a.first().expect("one")).into_shared()),
+        Data::Float(a) => {
+            Data::Float(ArrayD::from_elem(IxDyn(&dims), *a.first().expect("one")).into_shared())
+        }
+        Data::Int(a) => {
+            Data::Int(ArrayD::from_elem(IxDyn(&dims), *a.first().expect("one")).into_shared())
+        }
+        Data::Bool(a) => {
+            Data::Bool(ArrayD::from_elem(IxDyn(&dims), *a.first().expect("one")).into_shared())
+        }
     };
-    Ok(vec![Tensor { dtype: v.dtype, data }])
+    Ok(vec![Tensor {
+        dtype: v.dtype,
+        data,
+    }])
 }
 
 pub fn cast<S: Real>(x: &Tensor<S>, to: DType) -> OpResult<S> {

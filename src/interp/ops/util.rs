@@ -35,7 +35,10 @@ pub fn ints<S: Real>(t: &Tensor<S>, what: &str) -> Result<Vec<i64>, String> {
 /// A scalar (or one-element tensor) as f64.
 pub fn scalar_f64<S: Real>(t: &Tensor<S>, what: &str) -> Result<f64, String> {
     if t.len() != 1 {
-        return Err(format!("{what} must hold one value, got shape {:?}", t.shape()));
+        return Err(format!(
+            "{what} must hold one value, got shape {:?}",
+            t.shape()
+        ));
     }
     Ok(t.to_f64_vec()[0])
 }
@@ -56,8 +59,16 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
     let n = a.len().max(b.len());
     let mut out = vec![0; n];
     for i in 0..n {
-        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
-        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+        let da = if i + a.len() >= n {
+            a[i + a.len() - n]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= n {
+            b[i + b.len() - n]
+        } else {
+            1
+        };
         out[i] = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -83,7 +94,11 @@ enum RowAccess {
     /// Row r reads the single element operand[index(r)], where `index` walks the output's
     /// leading dims `dims` with the operand's `strides` (0 on broadcast axes); `group` output
     /// rows share one element.
-    Repeat { dims: Vec<usize>, strides: Vec<usize>, group: usize },
+    Repeat {
+        dims: Vec<usize>,
+        strides: Vec<usize>,
+        group: usize,
+    },
 }
 
 impl RowAccess {
@@ -91,7 +106,11 @@ impl RowAccess {
     fn start(&self, r: usize, row: usize) -> usize {
         match self {
             RowAccess::Run { period } => (r * row) % period,
-            RowAccess::Repeat { dims, strides, group } => {
+            RowAccess::Repeat {
+                dims,
+                strides,
+                group,
+            } => {
                 let mut q = r / group;
                 let mut idx = 0;
                 for (d, s) in dims.iter().zip(strides).rev() {
@@ -111,20 +130,42 @@ fn row_access(out: &[usize], operand: &[usize]) -> Option<(usize, RowAccess)> {
     if operand.len() > n {
         return None;
     }
-    let b: Vec<usize> = std::iter::repeat_n(1, n - operand.len()).chain(operand.iter().copied()).collect();
+    let b: Vec<usize> = std::iter::repeat_n(1, n - operand.len())
+        .chain(operand.iter().copied())
+        .collect();
     let total: usize = out.iter().product();
     if operand.iter().product::<usize>() == 1 {
-        return Some((total.max(1), RowAccess::Repeat { dims: Vec::new(), strides: Vec::new(), group: 1 }));
+        return Some((
+            total.max(1),
+            RowAccess::Repeat {
+                dims: Vec::new(),
+                strides: Vec::new(),
+                group: 1,
+            },
+        ));
     }
     // Leading broadcast axes, then the operand's full trailing axes: it repeats with a period.
     let lead = b.iter().position(|&d| d != 1).unwrap_or(n);
     if b[lead..] == out[lead..] {
         let period: usize = out[lead..].iter().product();
-        return Some((period.max(1).min(total.max(1)), RowAccess::Run { period: period.max(1) }));
+        return Some((
+            period.max(1).min(total.max(1)),
+            RowAccess::Run {
+                period: period.max(1),
+            },
+        ));
     }
     // Trailing broadcast axes: each operand element covers a run of the output.
-    let k = (0..n).rev().find(|&i| b[i] != 1).map(|i| i + 1).unwrap_or(0);
-    if b[..k].iter().zip(&out[..k]).all(|(&x, &o)| x == o || x == 1) {
+    let k = (0..n)
+        .rev()
+        .find(|&i| b[i] != 1)
+        .map(|i| i + 1)
+        .unwrap_or(0);
+    if b[..k]
+        .iter()
+        .zip(&out[..k])
+        .all(|(&x, &o)| x == o || x == 1)
+    {
         let inner: usize = out[k..].iter().product();
         let mut strides = vec![0; k];
         let mut s = 1;
@@ -134,7 +175,14 @@ fn row_access(out: &[usize], operand: &[usize]) -> Option<(usize, RowAccess)> {
                 s *= b[i];
             }
         }
-        return Some((inner.max(1), RowAccess::Repeat { dims: out[..k].to_vec(), strides, group: 1 }));
+        return Some((
+            inner.max(1),
+            RowAccess::Repeat {
+                dims: out[..k].to_vec(),
+                strides,
+                group: 1,
+            },
+        ));
     }
     None
 }
@@ -148,7 +196,11 @@ fn joint_rows(out: &[usize], a: &[usize], b: &[usize]) -> Option<(usize, RowAcce
         return None;
     }
     let fix = |r: usize, p: RowAccess| match p {
-        RowAccess::Repeat { dims, strides, .. } => RowAccess::Repeat { dims, strides, group: r / row },
+        RowAccess::Repeat { dims, strides, .. } => RowAccess::Repeat {
+            dims,
+            strides,
+            group: r / row,
+        },
         run => run,
     };
     Some((row, fix(ra, pa), fix(rb, pb)))
@@ -156,7 +208,11 @@ fn joint_rows(out: &[usize], a: &[usize], b: &[usize]) -> Option<(usize, RowAcce
 
 /// Elementwise binary map with numpy broadcasting. Contiguous operands go through a row kernel
 /// (runs and repeated scalars vectorise); anything else takes ndarray's strided Zip.
-pub fn zip2<A, B, C>(a: &Arr<A>, b: &Arr<B>, f: impl Fn(A, B) -> C + Sync + Send) -> Result<ArrayD<C>, String>
+pub fn zip2<A, B, C>(
+    a: &Arr<A>,
+    b: &Arr<B>,
+    f: impl Fn(A, B) -> C + Sync + Send,
+) -> Result<ArrayD<C>, String>
 where
     A: Copy + Send + Sync,
     B: Copy + Send + Sync,
@@ -172,7 +228,8 @@ where
             let (sa, sb) = (pa.start(r, row), pb.start(r, row));
             match (&pa, &pb) {
                 (RowAccess::Run { .. }, RowAccess::Run { .. }) => {
-                    for ((o, &x), &y) in o.iter_mut().zip(&xs[sa..sa + row]).zip(&ys[sb..sb + row]) {
+                    for ((o, &x), &y) in o.iter_mut().zip(&xs[sa..sa + row]).zip(&ys[sb..sb + row])
+                    {
                         *o = f(x, y);
                     }
                 }
@@ -202,7 +259,11 @@ where
     let av = view_as(a, &shape)?;
     let bv = view_as(b, &shape)?;
     let z = Zip::from(&av).and(&bv);
-    Ok(if total >= PAR_MIN { z.par_map_collect(|&x, &y| f(x, y)) } else { z.map_collect(|&x, &y| f(x, y)) })
+    Ok(if total >= PAR_MIN {
+        z.par_map_collect(|&x, &y| f(x, y))
+    } else {
+        z.map_collect(|&x, &y| f(x, y))
+    })
 }
 
 /// Elementwise unary map; parallel for large inputs.
@@ -274,7 +335,12 @@ macro_rules! try_each_storage {
 
 /// `a[i] = f(a[i], b[i])` with `b` broadcast to `a`'s shape (which must be the result shape);
 /// returns false, leaving `a` alone, when `b` is not contiguous or does not broadcast that way.
-pub fn zip_assign<A, B>(a: &mut [A], a_shape: &[usize], b: &Arr<B>, f: impl Fn(A, B) -> A + Sync + Send) -> bool
+pub fn zip_assign<A, B>(
+    a: &mut [A],
+    a_shape: &[usize],
+    b: &Arr<B>,
+    f: impl Fn(A, B) -> A + Sync + Send,
+) -> bool
 where
     A: Copy + Send + Sync,
     B: Copy + Send + Sync,
@@ -283,7 +349,9 @@ where
     if broadcast_shape(a_shape, b.shape()).ok().as_deref() != Some(a_shape) {
         return false;
     }
-    let Some((row, pb)) = row_access(a_shape, b.shape()) else { return false };
+    let Some((row, pb)) = row_access(a_shape, b.shape()) else {
+        return false;
+    };
     let kernel = |(r, xs): (usize, &mut [A])| {
         let sb = pb.start(r, row);
         match pb {

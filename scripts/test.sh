@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test suite, from a fresh clone: fetches what the tests need (scripts/setup.sh), then runs
+# every test in release mode (the interpreter runs real models; debug builds are ~30x slower).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+cargo test --release --all-targets -- --nocapture 2>&1 | tee target/test-output.log | grep -E '^(test |test result|ONNX node tests|[a-z0-9_]+ +(max\||[0-9]+ bytes|FLOPs))|error|panicked|FAILED' || true
+# tee hides cargo's status: take it from the pipeline.
+exit "${PIPESTATUS[0]}"
