@@ -1,6 +1,11 @@
 //! The `onnx-prune` command line: argument parsing, calls into the library, printing.
 //! Exit codes: 0 success, 1 bad input or usage (one line on stderr), 2 validation failure.
 
+// mimalloc keeps freed large blocks mapped: the system allocator returns them to the OS and
+// every run then pays for page faults on fresh zero pages.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use onnx_prune::data::{read_npy, read_tensors, write_npz};
@@ -179,7 +184,12 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             let outputs: Vec<(String, Tensor<f32>)> = match engine {
                 EngineKind::Interp => {
                     let m = load(&model)?;
-                    let e = Engine::<f32>::new(&m.graph)?;
+                    // Intermediates need the node-by-node plan (fusion skips values).
+                    let e = if intermediates {
+                        Engine::<f32>::exact(&m.graph)?
+                    } else {
+                        Engine::<f32>::new(&m.graph)?
+                    };
                     if intermediates {
                         let g = &m.graph;
                         let all = e.run_all(feeds)?;

@@ -66,10 +66,11 @@ impl<'g, S: Real> Engine<'g, S> {
         for (&id, w) in &graph.weights {
             consts[id] = Some(w.tensor.convert());
         }
+        let folded = fold_constants(graph, &mut consts);
         let steps = if fuse {
-            plan_fused(graph, &consts)
+            plan_fused(graph, &consts, &folded)
         } else {
-            plan_exact(graph)
+            plan_exact(graph, &folded)
         };
         let mut last_use = vec![0usize; graph.values.len()];
         for (i, s) in steps.iter().enumerate() {
@@ -187,7 +188,13 @@ impl<'g, S: Real> Engine<'g, S> {
 
     fn execute(&self, feeds: Feeds<S>, keep: bool) -> Result<Vec<Option<Tensor<S>>>> {
         let mut values = self.check_feeds(feeds)?;
+        // Buffers of dead values, handed to the next conv output: fresh allocations of this
+        // size come from the OS as zero pages, and faulting them in costs more than the conv.
+        let mut pool: Vec<Vec<S>> = Vec::new();
+        let profile = std::env::var_os("ONNX_PRUNE_PROFILE").is_some();
         for (i, step) in self.steps.iter().enumerate() {
+            let t0 = profile.then(std::time::Instant::now);
+            let _report = Report(t0, &self.graph.nodes[step.node].name);
             let node = &self.graph.nodes[step.node];
             let fail = |m: String| Error::graph(node.label(), m);
             if let Some(k) = step
@@ -217,7 +224,7 @@ impl<'g, S: Real> Engine<'g, S> {
                     .collect();
                 if ops::eval_inplace(op, &mut x, &rest).map_err(fail)? {
                     values[*out] = Some(x);
-                    self.free(i, step, &mut values);
+                    self.free(i, step, &mut values, &mut pool);
                     continue;
                 }
                 values[*first] = Some(x);
@@ -241,8 +248,9 @@ impl<'g, S: Real> Engine<'g, S> {
                         act,
                     } => {
                         let x = ops::util::req(&inputs, 0).map_err(fail)?;
+                        let buf = take_buffer(&mut pool);
                         vec![
-                            fused_conv(x, window, *group, w, w_shape, b.as_deref(), *act)
+                            fused_conv(x, window, *group, w, w_shape, b.as_deref(), *act, buf)
                                 .map_err(fail)?,
                         ]
                     }
@@ -256,21 +264,41 @@ impl<'g, S: Real> Engine<'g, S> {
                 values[*id] = Some(t);
             }
             if !keep {
-                self.free(i, step, &mut values);
+                self.free(i, step, &mut values, &mut pool);
             }
         }
         Ok(values)
     }
 
-    fn free(&self, i: usize, step: &Step<'g, S>, values: &mut [Option<Tensor<S>>]) {
+    fn free(
+        &self,
+        i: usize,
+        step: &Step<'g, S>,
+        values: &mut [Option<Tensor<S>>],
+        pool: &mut Vec<Vec<S>>,
+    ) {
         for &v in step.inputs.iter().flatten() {
-            if self.last_use[v] == i {
-                values[v] = None;
+            if self.last_use[v] == i
+                && let Some(t) = values[v].take()
+                && let Data::Float(a) = t.data
+                && let Ok(a) = a.try_into_owned_nocopy()
+                && pool.len() < POOL_SIZE
+            {
+                pool.push(a.into_raw_vec_and_offset().0);
             }
         }
     }
 }
 
+const POOL_SIZE: usize = 4;
+
+/// The largest recycled buffer (conv outputs are the big allocations).
+fn take_buffer<S>(pool: &mut Vec<Vec<S>>) -> Vec<S> {
+    let best = (0..pool.len()).max_by_key(|&i| pool[i].capacity());
+    best.map(|i| pool.swap_remove(i)).unwrap_or_default()
+}
+
+#[allow(clippy::too_many_arguments)]
 fn fused_conv<S: Real>(
     x: &Tensor<S>,
     window: &Window,
@@ -279,24 +307,57 @@ fn fused_conv<S: Real>(
     w_shape: &[usize],
     b: Option<&[S]>,
     act: Option<Act>,
+    buf: Vec<S>,
 ) -> std::result::Result<Tensor<S>, String> {
     let xa = ops::util::float(x, "X")?.as_standard_layout();
     let sh: ConvShape = conv_shape(xa.shape(), w_shape, window, group)?;
-    let out = conv_raw(xa.as_slice().expect("standard"), w, b, &sh, act);
+    let out = conv_raw(xa.as_slice().expect("standard"), w, b, &sh, act, buf);
     Ok(Tensor::float(
         x.dtype,
         ArrayD::from_shape_vec(IxDyn(&sh.out_shape), out).expect("sized"),
     ))
 }
 
-fn plan_exact<'g, S>(graph: &'g Graph) -> Vec<Step<'g, S>> {
+/// Evaluates, once, every node whose inputs are all constants (Identity or Unsqueeze of a
+/// weight, shape arithmetic on fixed shapes, …) and adds its outputs to `consts`. Returns which
+/// nodes were folded. A node that fails here is left to fail at run time, with its context.
+fn fold_constants<S: Real>(graph: &Graph, consts: &mut [Option<Tensor<S>>]) -> Vec<bool> {
+    let mut folded = vec![false; graph.nodes.len()];
+    for (i, n) in graph.nodes.iter().enumerate() {
+        let op = n.op.as_ref().expect("checked supported");
+        let mut inputs = n.inputs.iter().flatten();
+        if matches!(op, Op::Constant { .. })
+            || inputs.clone().next().is_none()
+            || !inputs.all(|&v| consts[v].is_some())
+        {
+            continue;
+        }
+        let ins: Vec<Option<&Tensor<S>>> = n
+            .inputs
+            .iter()
+            .map(|v| v.and_then(|v| consts[v].as_ref()))
+            .collect();
+        let Ok(outs) = ops::eval(op, &ins, n.outputs.len()) else {
+            continue;
+        };
+        for (k, o) in n.outputs.iter().enumerate() {
+            if let (Some(o), Some(t)) = (o, outs.get(k)) {
+                consts[*o] = Some(t.clone());
+            }
+        }
+        folded[i] = true;
+    }
+    folded
+}
+
+fn plan_exact<'g, S>(graph: &'g Graph, folded: &[bool]) -> Vec<Step<'g, S>> {
     graph
         .nodes
         .iter()
         .enumerate()
         .filter_map(|(i, n)| {
             let op = n.op.as_ref().expect("checked supported");
-            (!matches!(op, Op::Constant { .. })).then(|| Step {
+            (!matches!(op, Op::Constant { .. }) && !folded[i]).then(|| Step {
                 node: i,
                 kind: StepKind::Node(op),
                 inputs: n.inputs.clone(),
@@ -356,7 +417,11 @@ fn const_floats<S: Real>(consts: &[Option<Tensor<S>>], v: Option<ValueId>) -> Op
     }
 }
 
-fn plan_fused<'g, S: Real>(graph: &'g Graph, consts: &[Option<Tensor<S>>]) -> Vec<Step<'g, S>> {
+fn plan_fused<'g, S: Real>(
+    graph: &'g Graph,
+    consts: &[Option<Tensor<S>>],
+    folded: &[bool],
+) -> Vec<Step<'g, S>> {
     let mut uses = vec![0usize; graph.values.len()];
     let mut consumer = vec![usize::MAX; graph.values.len()];
     for (i, n) in graph.nodes.iter().enumerate() {
@@ -373,7 +438,7 @@ fn plan_fused<'g, S: Real>(graph: &'g Graph, consts: &[Option<Tensor<S>>]) -> Ve
     let mut absorbed = vec![false; graph.nodes.len()];
     let mut steps = Vec::new();
     for (i, n) in graph.nodes.iter().enumerate() {
-        if absorbed[i] {
+        if absorbed[i] || folded[i] {
             continue;
         }
         let op = n.op.as_ref().expect("checked supported");
@@ -476,5 +541,14 @@ pub fn zero_tensor<S: Real>(dtype: DType, shape: &[usize]) -> Tensor<S> {
             if dtype.is_float() { dtype } else { DType::F32 },
             ArrayD::from_elem(IxDyn(shape), S::zero()),
         ),
+    }
+}
+
+struct Report<'a>(Option<std::time::Instant>, &'a str);
+impl Drop for Report<'_> {
+    fn drop(&mut self) {
+        if let Some(t) = self.0 {
+            eprintln!("{:>9.3} ms  {}", t.elapsed().as_secs_f64() * 1e3, self.1);
+        }
     }
 }

@@ -247,6 +247,36 @@ pub fn col2im<S: Real>(col: &[S], c: usize, g: &Geom, out: &mut [S]) {
     }
 }
 
+/// Stride-1 depthwise convolution of one plane on the padded grid: every kernel tap is one
+/// long contiguous multiply-add over the flattened padded plane (vectorises regardless of the
+/// image width); the extra columns are dropped at the end. `scratch` is reused across planes.
+fn depthwise_plane_s1<S: Real>(x: &[S], k: &[S], g: &Geom, out: &mut [S], scratch: &mut Vec<S>) {
+    let (hp, wp) = (g.h + g.pt + g.pb, g.w + g.pl + g.pr);
+    let n = g.oh * wp;
+    // Padded plane, with slack for the last taps' overrun into dropped columns, then the
+    // accumulator on the padded grid.
+    let pad_len = hp * wp + g.kw * g.dw;
+    scratch.clear();
+    scratch.resize(pad_len + n, S::zero());
+    let (pad, acc) = scratch.split_at_mut(pad_len);
+    for r in 0..g.h {
+        let dst = (r + g.pt) * wp + g.pl;
+        pad[dst..dst + g.w].copy_from_slice(&x[r * g.w..(r + 1) * g.w]);
+    }
+    for ki in 0..g.kh {
+        for kj in 0..g.kw {
+            let kv = k[ki * g.kw + kj];
+            let off = ki * g.dh * wp + kj * g.dw;
+            for (a, &v) in acc.iter_mut().zip(&pad[off..off + n]) {
+                *a += kv * v;
+            }
+        }
+    }
+    for (o, a) in out.chunks_mut(g.ow).zip(acc.chunks(wp)) {
+        o.copy_from_slice(&a[..g.ow]);
+    }
+}
+
 /// Direct depthwise convolution of one channel plane: one shifted multiply-add of a whole
 /// output row per kernel tap, with the padded borders cut off the row range instead of tested
 /// per element (stride-1 rows are contiguous and vectorise).
@@ -293,43 +323,72 @@ fn depthwise_plane<S: Real>(x: &[S], k: &[S], g: &Geom, out: &mut [S]) {
     }
 }
 
-/// A stride-1, dilation-1 convolution of one image and group as one GEMM per kernel tap over a
-/// zero-padded copy of the input, instead of im2col's kh·kw-fold copy. The output is computed
-/// on the padded width (each tap's operand is then a contiguous shifted window) and the extra
-/// columns are dropped at the end.
-fn conv_taps<S: Real>(x: &[S], c: usize, g: &Geom, w: &[S], m: usize, y: &mut [S], parallel: bool) {
+/// One image and group of a convolution (any stride, dilation and padding; used for stride 1,
+/// where there is one phase) as a single GEMM
+/// over windows that are plain memory copies. The padded input is split into stride×stride
+/// phase planes; in its phase plane every kernel tap's input window is then one contiguous run,
+/// so building the GEMM operand is one memcpy per (channel, tap) instead of im2col's per-pixel
+/// gather. The output is computed on the phase planes' width and the extra columns dropped.
+fn conv_phased<S: Real>(
+    x: &[S],
+    c: usize,
+    g: &Geom,
+    w: &[S],
+    m: usize,
+    y: &mut [S],
+    parallel: bool,
+) {
     let (hp, wp) = (g.h + g.pt + g.pb, g.w + g.pl + g.pr);
-    let plane = hp * wp;
-    // Slack after the last plane: the last tap's window runs kw−1 past it (into dropped columns).
-    let mut pad = vec![S::zero(); c * plane + g.kw];
+    let (hq, wq) = (hp.div_ceil(g.sh), wp.div_ceil(g.sw));
+    let phases = g.sh * g.sw;
+    let plane = hq * wq;
+    // Slack after the last plane: a window may run up to a row past its plane's end.
+    let mut pad = vec![S::zero(); c * phases * plane + wq + g.kw * g.dw];
     for ch in 0..c {
         for r in 0..g.h {
-            let dst = ch * plane + (r + g.pt) * wp + g.pl;
-            pad[dst..dst + g.w]
-                .copy_from_slice(&x[ch * g.h * g.w + r * g.w..ch * g.h * g.w + (r + 1) * g.w]);
+            let (pr, py) = ((r + g.pt) / g.sh, (r + g.pt) % g.sh);
+            let src = &x[(ch * g.h + r) * g.w..(ch * g.h + r + 1) * g.w];
+            if g.sw == 1 {
+                let dst = (ch * phases + py) * plane + pr * wq + g.pl;
+                pad[dst..dst + g.w].copy_from_slice(src);
+            } else {
+                for (q, &v) in src.iter().enumerate() {
+                    let (pc, px) = ((q + g.pl) / g.sw, (q + g.pl) % g.sw);
+                    pad[(ch * phases + py * g.sw + px) * plane + pr * wq + pc] = v;
+                }
+            }
         }
     }
-    let n = g.oh * wp;
+    let n = g.oh * wq;
     let taps = g.kh * g.kw;
-    let mut acc = vec![S::zero(); m * n];
-    for ki in 0..g.kh {
-        for kj in 0..g.kw {
-            let t = ki * g.kw + kj;
-            let a = MatRef {
-                data: &w[t..],
-                row_stride: (c * taps) as isize,
-                col_stride: taps as isize,
-            };
-            let off = ki * wp + kj;
-            let b = MatRef {
-                data: &pad[off..],
-                row_stride: plane as isize,
-                col_stride: 1,
-            };
-            S::gemm(m, n, c, a, b, &mut acc, n, t > 0, S::one(), parallel);
+    let mut col = vec![S::zero(); c * taps * n];
+    for ch in 0..c {
+        for ki in 0..g.kh {
+            let dy = ki * g.dh;
+            for kj in 0..g.kw {
+                let dx = kj * g.dw;
+                let phase = (dy % g.sh) * g.sw + dx % g.sw;
+                let off = (ch * phases + phase) * plane + (dy / g.sh) * wq + dx / g.sw;
+                let row = (ch * taps + ki * g.kw + kj) * n;
+                col[row..row + n].copy_from_slice(&pad[off..off + n]);
+            }
         }
     }
-    for (yr, ar) in y.chunks_mut(g.ow).zip(acc.chunks(wp)) {
+    let k = c * taps;
+    let mut acc = vec![S::zero(); m * n];
+    S::gemm(
+        m,
+        n,
+        k,
+        MatRef::row_major(w, k, false),
+        MatRef::row_major(&col, n, false),
+        &mut acc,
+        n,
+        false,
+        S::one(),
+        parallel,
+    );
+    for (yr, ar) in y.chunks_mut(g.ow).zip(acc.chunks(wq)) {
         yr.copy_from_slice(&ar[..g.ow]);
     }
 }
@@ -419,6 +478,7 @@ pub fn conv<S: Real>(
         bias.as_deref(),
         &sh,
         None,
+        Vec::new(),
     );
     Ok(vec![Tensor::float(
         x.dtype,
@@ -428,12 +488,14 @@ pub fn conv<S: Real>(
 
 /// Convolution on contiguous buffers: x [N,C,H,W], w [M,C/group,kh,kw] → [N,M,oh,ow].
 /// `act` is applied to each image's output while it is still in cache (a fused activation).
+/// `out` is a recycled buffer: every element is overwritten, so its contents do not matter.
 pub fn conv_raw<S: Real>(
     x: &[S],
     w: &[S],
     bias: Option<&[S]>,
     sh: &ConvShape,
     act: Option<Act>,
+    mut out: Vec<S>,
 ) -> Vec<S> {
     let ConvShape {
         n, c, m, group, g, ..
@@ -441,58 +503,70 @@ pub fn conv_raw<S: Real>(
     let (cg, mg) = (c / group, m / group);
     let (hw, ohw) = (g.h * g.w, g.out_len());
     let kk = cg * g.kh * g.kw;
-    let mut out = vec![S::zero(); n * m * ohw];
+    out.truncate(n * m * ohw);
+    out.resize(n * m * ohw, S::zero());
     let depthwise = cg == 1 && mg == 1 && group > 1;
     let batch_parallel = n > 1;
     let image = |img: usize, y: &mut [S]| {
         let xi = &x[img * c * hw..(img + 1) * c * hw];
         if depthwise {
-            let run = |(ch, yc): (usize, &mut [S])| {
-                depthwise_plane(
-                    &xi[ch * hw..(ch + 1) * hw],
-                    &w[ch * g.kh * g.kw..(ch + 1) * g.kh * g.kw],
-                    &g,
-                    yc,
-                )
+            let kk = g.kh * g.kw;
+            let run = |scratch: &mut Vec<S>, (ch, yc): (usize, &mut [S])| {
+                let (xp, kp) = (&xi[ch * hw..(ch + 1) * hw], &w[ch * kk..(ch + 1) * kk]);
+                if g.sh == 1 && g.sw == 1 {
+                    depthwise_plane_s1(xp, kp, &g, yc, scratch);
+                } else {
+                    depthwise_plane(xp, kp, &g, yc);
+                }
             };
             if batch_parallel {
-                y.chunks_mut(ohw).enumerate().for_each(run);
+                let mut scratch = Vec::new();
+                y.chunks_mut(ohw)
+                    .enumerate()
+                    .for_each(|p| run(&mut scratch, p));
             } else {
-                y.par_chunks_mut(ohw).enumerate().for_each(run);
+                y.par_chunks_mut(ohw)
+                    .enumerate()
+                    .for_each_init(Vec::new, run);
             }
         } else {
-            let taps = !g.is_pointwise() && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1;
-            let mut col = if g.is_pointwise() || taps {
-                Vec::new()
-            } else {
-                vec![S::zero(); kk * ohw]
-            };
+            let mut col: Option<Vec<S>> = None;
             for gi in 0..group {
                 let xg = &xi[gi * cg * hw..(gi + 1) * cg * hw];
                 let wg = &w[gi * mg * kk..(gi + 1) * mg * kk];
                 let yg = &mut y[gi * mg * ohw..(gi + 1) * mg * ohw];
-                if taps {
-                    conv_taps(xg, cg, &g, wg, mg, yg, !batch_parallel);
-                    continue;
-                }
-                let cols: &[S] = if g.is_pointwise() {
-                    xg
+                if g.is_pointwise() {
+                    S::gemm(
+                        mg,
+                        ohw,
+                        kk,
+                        MatRef::row_major(wg, kk, false),
+                        MatRef::row_major(xg, ohw, false),
+                        yg,
+                        ohw,
+                        false,
+                        S::one(),
+                        !batch_parallel,
+                    );
+                } else if g.sh == 1 && g.sw == 1 {
+                    conv_phased(xg, cg, &g, wg, mg, yg, !batch_parallel);
                 } else {
-                    im2col(xg, cg, &g, &mut col);
-                    &col
-                };
-                S::gemm(
-                    mg,
-                    ohw,
-                    kk,
-                    MatRef::row_major(wg, kk, false),
-                    MatRef::row_major(cols, ohw, false),
-                    yg,
-                    ohw,
-                    false,
-                    S::one(),
-                    !batch_parallel,
-                );
+                    // Strided: the phase split would copy planes no tap reads; gather instead.
+                    let col = col.get_or_insert_with(|| vec![S::zero(); kk * ohw]);
+                    im2col(xg, cg, &g, col);
+                    S::gemm(
+                        mg,
+                        ohw,
+                        kk,
+                        MatRef::row_major(wg, kk, false),
+                        MatRef::row_major(col, ohw, false),
+                        yg,
+                        ohw,
+                        false,
+                        S::one(),
+                        !batch_parallel,
+                    );
+                }
             }
         }
         if let Some(bias) = bias {
