@@ -309,7 +309,7 @@ fn fused_conv<S: Real>(
     act: Option<Act>,
     buf: Vec<S>,
 ) -> std::result::Result<Tensor<S>, String> {
-    let xa = ops::util::float(x, "X")?.as_standard_layout();
+    let xa = ops::util::standard(ops::util::float(x, "X")?);
     let sh: ConvShape = conv_shape(xa.shape(), w_shape, window, group)?;
     let out = conv_raw(xa.as_slice().expect("standard"), w, b, &sh, act, buf);
     Ok(Tensor::float(

@@ -111,6 +111,10 @@ impl<S: Real> Tensor<S> {
     /// ONNX Cast semantics (float→int truncates toward zero; f16/bf16 targets round through
     /// their precision; NaN→int is 0).
     pub fn cast(&self, to: DType) -> Tensor<S> {
+        // Same type (exporters emit many no-op Casts): share the data.
+        if to == self.dtype {
+            return self.clone();
+        }
         let data = match (to.storage(), &self.data) {
             (Storage::Float, Data::Float(a)) => Data::Float(match to {
                 DType::F16 => a

@@ -222,9 +222,10 @@ mod tests {
                 ),
                 Storage::Int => Tensor::int(
                     dtype,
-                    ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![1, -2, 0, 100]).unwrap(),
-                )
-                .cast(dtype),
+                    ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![1, -2, 0, 100])
+                        .unwrap()
+                        .mapv(|v| dtype.wrap_int(v)),
+                ),
                 _ => Tensor::bool(
                     ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![true, false, false, true]).unwrap(),
                 ),

@@ -455,8 +455,8 @@ pub fn conv<S: Real>(
     window: &Window,
     group: usize,
 ) -> OpResult<S> {
-    let xa = float(x, "X")?.as_standard_layout();
-    let wa = float(w, "W")?.as_standard_layout();
+    let xa = standard(float(x, "X")?);
+    let wa = standard(float(w, "W")?);
     let sh = conv_shape(xa.shape(), wa.shape(), window, group)?;
     let bias = match b {
         Some(b) => {
@@ -594,8 +594,8 @@ pub fn conv_transpose<S: Real>(
     b: Option<&Tensor<S>>,
     a: &ConvTransposeAttrs,
 ) -> OpResult<S> {
-    let xa = float(x, "X")?.as_standard_layout();
-    let wa = float(w, "W")?.as_standard_layout();
+    let xa = standard(float(x, "X")?);
+    let wa = standard(float(w, "W")?);
     let (xs, ws) = (xa.shape(), wa.shape());
     if xs.len() < 3 || ws.len() != xs.len() {
         return Err(format!(

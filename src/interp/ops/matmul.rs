@@ -14,8 +14,8 @@ pub fn gemm_op<S: Real>(
     trans_a: bool,
     trans_b: bool,
 ) -> OpResult<S> {
-    let aa = float(a, "A")?.as_standard_layout();
-    let ba = float(b, "B")?.as_standard_layout();
+    let aa = standard(float(a, "A")?);
+    let ba = standard(float(b, "B")?);
     if aa.ndim() != 2 || ba.ndim() != 2 {
         return Err(format!(
             "Gemm needs 2-D A and B, got {:?} and {:?}",

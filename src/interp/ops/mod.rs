@@ -2,6 +2,7 @@
 
 pub mod conv;
 pub mod elementwise;
+pub mod layout;
 pub mod matmul;
 pub mod norm;
 pub mod pool;
@@ -201,10 +202,12 @@ pub fn eval_inplace<S: Real>(
     let Data::Float(a) = &mut x.data else {
         return Ok(false);
     };
-    if !a.is_standard_layout() {
+    // Work in memory order, so a lazily transposed input stays transposed (and uncopied).
+    let Some(order) = util::memory_order(a) else {
         return Ok(false);
-    }
-    let shape = a.shape().to_vec();
+    };
+    let shape: Vec<usize> = order.iter().map(|&ax| a.shape()[ax]).collect();
+    let rank = shape.len();
     match op {
         Op::Identity => Ok(true),
         Op::Clip {
@@ -217,23 +220,41 @@ pub fn eval_inplace<S: Real>(
                 lo: lo.unwrap_or(f64::NEG_INFINITY),
                 hi: hi.unwrap_or(f64::INFINITY),
             };
-            elementwise::apply_act(act, a.as_slice_mut().expect("standard"));
+            elementwise::apply_act(act, a.as_slice_memory_order_mut().expect("contiguous"));
             Ok(true)
         }
         Op::Unary(u) => {
-            elementwise::apply_unary_inplace(*u, a.as_slice_mut().expect("standard"));
+            elementwise::apply_unary_inplace(
+                *u,
+                a.as_slice_memory_order_mut().expect("contiguous"),
+            );
             Ok(true)
         }
         Op::Binary(b) => {
             let Some(Data::Float(y)) = rest.first().copied().flatten().map(|t| &t.data) else {
                 return Ok(false);
             };
-            let xs = a.as_slice_mut().expect("standard");
+            // The other operand, read in x's memory order: either laid out exactly like x, or
+            // a standard-layout tensor whose broadcast axes keep their order in memory.
+            let same_layout =
+                y.shape() == a.shape() && util::memory_order(y).as_ref() == Some(&order);
+            let (ys, y_shape) = if same_layout {
+                (y.as_slice_memory_order(), shape.clone())
+            } else {
+                match util::reorder_broadcast(y.shape(), rank, &order) {
+                    Some(sh) => (y.as_slice(), sh),
+                    None => return Ok(false),
+                }
+            };
+            let Some(ys) = ys else {
+                return Ok(false);
+            };
+            let xs = a.as_slice_memory_order_mut().expect("contiguous");
             Ok(match b {
-                Binary::Add => zip_assign(xs, &shape, y, |p, q| p + q),
-                Binary::Sub => zip_assign(xs, &shape, y, |p, q| p - q),
-                Binary::Mul => zip_assign(xs, &shape, y, |p, q| p * q),
-                Binary::Div => zip_assign(xs, &shape, y, |p, q| p / q),
+                Binary::Add => zip_assign(xs, &shape, ys, &y_shape, |p, q| p + q),
+                Binary::Sub => zip_assign(xs, &shape, ys, &y_shape, |p, q| p - q),
+                Binary::Mul => zip_assign(xs, &shape, ys, &y_shape, |p, q| p * q),
+                Binary::Div => zip_assign(xs, &shape, ys, &y_shape, |p, q| p / q),
                 Binary::Pow => false,
             })
         }

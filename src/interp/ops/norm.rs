@@ -17,7 +17,7 @@ fn channel_vec<S: Real>(t: &Tensor<S>, c: usize, what: &str) -> Result<Vec<S>, S
 /// y = (x − mean)/√(var + ε)·scale + bias per channel (axis 1), as one scale and shift.
 pub fn batch_norm<S: Real>(inputs: &[Option<&Tensor<S>>], epsilon: f32) -> OpResult<S> {
     let x = req(inputs, 0)?;
-    let xa = float(x, "X")?.as_standard_layout();
+    let xa = standard(float(x, "X")?);
     let sh = xa.shape();
     if sh.len() < 2 {
         return Err(format!("BatchNormalization needs rank ≥ 2, got {sh:?}"));
@@ -58,7 +58,7 @@ pub fn layer_norm<S: Real>(
     n_out: usize,
 ) -> OpResult<S> {
     let x = req(inputs, 0)?;
-    let xa = float(x, "X")?.as_standard_layout();
+    let xa = standard(float(x, "X")?);
     let sh = xa.shape().to_vec();
     let ax = axis(axis_attr, sh.len())?;
     let d: usize = sh[ax..].iter().product();
@@ -123,7 +123,7 @@ pub fn layer_norm<S: Real>(
 
 pub fn instance_norm<S: Real>(inputs: &[Option<&Tensor<S>>], epsilon: f32) -> OpResult<S> {
     let x = req(inputs, 0)?;
-    let xa = float(x, "X")?.as_standard_layout();
+    let xa = standard(float(x, "X")?);
     let sh = xa.shape().to_vec();
     if sh.len() < 3 {
         return Err(format!("InstanceNormalization needs rank ≥ 3, got {sh:?}"));
@@ -153,7 +153,7 @@ pub fn instance_norm<S: Real>(inputs: &[Option<&Tensor<S>>], epsilon: f32) -> Op
 
 /// Local response normalisation across channels.
 pub fn lrn<S: Real>(x: &Tensor<S>, size: usize, alpha: f32, beta: f32, bias: f32) -> OpResult<S> {
-    let xa = float(x, "X")?.as_standard_layout();
+    let xa = standard(float(x, "X")?);
     let sh = xa.shape().to_vec();
     if sh.len() < 3 {
         return Err(format!("LRN needs rank ≥ 3, got {sh:?}"));

@@ -68,7 +68,7 @@ pub fn pool<S: Real>(
     window: &Window,
     ceil_mode: bool,
 ) -> OpResult<S> {
-    let xa = pool_input(x)?.as_standard_layout();
+    let xa = standard(pool_input(x)?);
     let sh = xa.shape().to_vec();
     if sh.len() < 3 {
         return Err(format!("pooling needs rank ≥ 3, got {sh:?}"));
@@ -96,7 +96,7 @@ pub fn pool<S: Real>(
 }
 
 pub fn global_pool<S: Real>(x: &Tensor<S>, kind: PoolKind) -> OpResult<S> {
-    let xa = pool_input(x)?.as_standard_layout();
+    let xa = standard(pool_input(x)?);
     let sh = xa.shape().to_vec();
     if sh.len() < 2 {
         return Err(format!("global pooling needs rank ≥ 2, got {sh:?}"));

@@ -154,7 +154,7 @@ fn apply_axis<S: Real>(
 
 pub fn resize<S: Real>(inputs: &[Option<&Tensor<S>>], r: &ResizeAttrs) -> OpResult<S> {
     let x = req(inputs, 0)?;
-    let xa = float(x, "X")?.as_standard_layout();
+    let xa = standard(float(x, "X")?);
     let sh = xa.shape().to_vec();
     let rank = sh.len();
     let nonempty = |i: usize| opt(inputs, i).filter(|t| !t.is_empty());

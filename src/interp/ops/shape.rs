@@ -81,8 +81,10 @@ pub fn transpose<S: Real>(x: &Tensor<S>, perm: Option<&[i64]>) -> OpResult<S> {
         }
         None => (0..r).rev().collect(),
     };
+    // Lazy: only the strides change. Kernels that need contiguous data copy on demand, and
+    // elementwise ops work in memory order, so a Transpose pair around them costs nothing.
     Ok(vec![
-        each_storage!(x, a => a.view().permuted_axes(IxDyn(&p)).as_standard_layout().into_owned()),
+        each_storage!(x, a => a.clone().permuted_axes(IxDyn(&p))),
     ])
 }
 
@@ -403,48 +405,35 @@ pub fn pad<S: Real>(
     if mode != PadMode::Constant && sh.iter().zip(&out_shape).any(|(&d, &o)| d == 0 && o > 0) {
         return Err("non-constant padding of an empty axis".into());
     }
-    fn p<T: Clone>(
+    fn p<T: Copy + Send + Sync>(
         a: &Arr<T>,
         mode: PadMode,
         before: &[i64],
+        after: &[i64],
         out_shape: &[usize],
         fill: T,
     ) -> ArrayD<T> {
-        let sh = a.shape().to_vec();
-        ArrayD::from_shape_fn(IxDyn(out_shape), |pos| {
-            let mut src = Vec::with_capacity(sh.len());
-            for i in 0..sh.len() {
-                let n = sh[i] as i64;
-                let mut j = pos[i] as i64 - before[i];
-                if j < 0 || j >= n {
-                    match mode {
-                        PadMode::Constant => return fill.clone(),
-                        PadMode::Edge => j = j.clamp(0, n - 1),
-                        PadMode::Wrap => j = j.rem_euclid(n),
-                        PadMode::Reflect => {
-                            if n == 1 {
-                                j = 0;
-                            } else {
-                                let period = 2 * (n - 1);
-                                j = j.rem_euclid(period);
-                                if j >= n {
-                                    j = period - j;
-                                }
-                            }
-                        }
-                    }
-                }
-                src.push(j as usize);
-            }
-            a[IxDyn(&src)].clone()
-        })
+        let std = standard(a);
+        let v = super::layout::pad(
+            std.as_slice().expect("standard"),
+            a.shape(),
+            before,
+            after,
+            mode,
+            fill,
+        );
+        ArrayD::from_shape_vec(IxDyn(out_shape), v).expect("sized")
     }
     let data = match &x.data {
         Data::Float(a) => {
-            Data::Float(p(a, mode, &before, &out_shape, S::from_f64(value)).into_shared())
+            Data::Float(p(a, mode, &before, &after, &out_shape, S::from_f64(value)).into_shared())
         }
-        Data::Int(a) => Data::Int(p(a, mode, &before, &out_shape, value as i64).into_shared()),
-        Data::Bool(a) => Data::Bool(p(a, mode, &before, &out_shape, value != 0.0).into_shared()),
+        Data::Int(a) => {
+            Data::Int(p(a, mode, &before, &after, &out_shape, value as i64).into_shared())
+        }
+        Data::Bool(a) => {
+            Data::Bool(p(a, mode, &before, &after, &out_shape, value != 0.0).into_shared())
+        }
     };
     Ok(vec![Tensor {
         dtype: x.dtype,

@@ -333,23 +333,24 @@ macro_rules! try_each_storage {
     }};
 }
 
-/// `a[i] = f(a[i], b[i])` with `b` broadcast to `a`'s shape (which must be the result shape);
-/// returns false, leaving `a` alone, when `b` is not contiguous or does not broadcast that way.
+/// `a[i] = f(a[i], b[i])` with `b` (contiguous, shape `b_shape`) broadcast to `a`'s shape, which
+/// must be the result shape; returns false, leaving `a` alone, when `b` does not broadcast that
+/// way.
 pub fn zip_assign<A, B>(
     a: &mut [A],
     a_shape: &[usize],
-    b: &Arr<B>,
+    ys: &[B],
+    b_shape: &[usize],
     f: impl Fn(A, B) -> A + Sync + Send,
 ) -> bool
 where
     A: Copy + Send + Sync,
     B: Copy + Send + Sync,
 {
-    let Some(ys) = b.as_slice() else { return false };
-    if broadcast_shape(a_shape, b.shape()).ok().as_deref() != Some(a_shape) {
+    if broadcast_shape(a_shape, b_shape).ok().as_deref() != Some(a_shape) {
         return false;
     }
-    let Some((row, pb)) = row_access(a_shape, b.shape()) else {
+    let Some((row, pb)) = row_access(a_shape, b_shape) else {
         return false;
     };
     let kernel = |(r, xs): (usize, &mut [A])| {
@@ -373,4 +374,64 @@ where
         a.chunks_mut(row).enumerate().for_each(kernel);
     }
     true
+}
+
+/// The order of `a`'s axes from outermost to innermost in memory, when `a` is one contiguous
+/// buffer in that order (standard layout, or a permutation of one, as a lazy Transpose gives).
+pub fn memory_order<T>(a: &Arr<T>) -> Option<Vec<usize>> {
+    let r = a.ndim();
+    if a.is_standard_layout() {
+        return Some((0..r).collect());
+    }
+    a.as_slice_memory_order()?;
+    let strides = a.strides();
+    let mut order: Vec<usize> = (0..r).collect();
+    // Length-1 axes have arbitrary strides; put them first, they do not move data.
+    order.sort_by_key(|&ax| (a.shape()[ax] != 1, std::cmp::Reverse(strides[ax])));
+    let mut expect = 1isize;
+    for &ax in order.iter().rev() {
+        if a.shape()[ax] != 1 {
+            if strides[ax] != expect {
+                return None;
+            }
+            expect *= a.shape()[ax] as isize;
+        }
+    }
+    Some(order)
+}
+
+/// `b`'s shape seen in the memory order `order` of a rank-`r` result, when `b`'s contiguous data
+/// can be read that way unchanged (its non-1 axes keep their relative order).
+pub fn reorder_broadcast(b_shape: &[usize], r: usize, order: &[usize]) -> Option<Vec<usize>> {
+    if b_shape.len() > r {
+        return None;
+    }
+    let aligned: Vec<usize> = std::iter::repeat_n(1, r - b_shape.len())
+        .chain(b_shape.iter().copied())
+        .collect();
+    let non1: Vec<usize> = (0..r).filter(|&i| aligned[i] != 1).collect();
+    let seen: Vec<usize> = order.iter().copied().filter(|&i| aligned[i] != 1).collect();
+    (non1 == seen).then(|| order.iter().map(|&ax| aligned[ax]).collect())
+}
+
+/// `a` in standard (row-major) layout: borrowed when it already is; a lazily transposed tensor
+/// (one contiguous buffer in another axis order) is permuted with the tiled kernel, which is much
+/// faster than an element-wise strided copy.
+pub fn standard<T: Copy + Send + Sync>(a: &Arr<T>) -> ndarray::CowArray<'_, T, IxDyn> {
+    if a.is_standard_layout() {
+        return ndarray::CowArray::from(a.view());
+    }
+    if let Some(order) = memory_order(a) {
+        let mem_shape: Vec<usize> = order.iter().map(|&ax| a.shape()[ax]).collect();
+        let inv: Vec<usize> = (0..order.len())
+            .map(|i| order.iter().position(|&o| o == i).expect("permutation"))
+            .collect();
+        let v = super::layout::permute(
+            a.as_slice_memory_order().expect("contiguous"),
+            &mem_shape,
+            &inv,
+        );
+        return ndarray::CowArray::from(ArrayD::from_shape_vec(a.raw_dim(), v).expect("sized"));
+    }
+    a.as_standard_layout()
 }
