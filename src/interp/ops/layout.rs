@@ -72,7 +72,7 @@ pub fn permute<T: Copy + Send + Sync>(data: &[T], shape: &[usize], perm: &[usize
     let step: Vec<usize> = p.iter().map(|&a| in_strides[a]).collect();
     let last = out_shape[rank - 1];
     let last_step = step[rank - 1];
-    let rows = if last == 0 { 0 } else { n / last };
+    let rows = n.checked_div(last).unwrap_or(0);
     let mut idx = vec![0usize; rank - 1];
     let mut base = 0usize;
     for _ in 0..rows {
