@@ -10,7 +10,7 @@ use super::ops;
 use super::ops::conv::{ConvShape, conv_raw, conv_shape};
 use super::ops::elementwise::Act;
 use crate::error::{Error, Result};
-use crate::ir::op::{Unary, Window};
+use crate::ir::op::{Binary, Unary, Window};
 use crate::ir::{Dim, Graph, Op, ValueId};
 use crate::tensor::{DType, Data, Real, Storage, Tensor};
 use ndarray::{ArrayD, IxDyn};
@@ -55,7 +55,7 @@ impl<'g, S: Real> Engine<'g, S> {
         Self::build(graph, true)
     }
 
-    /// Node-by-node execution: every value of the graph is computed.
+    /// Node-by-node execution: every value of the graph is computed, from the current weights.
     pub fn exact(graph: &'g Graph) -> Result<Self> {
         Self::build(graph, false)
     }
@@ -66,7 +66,13 @@ impl<'g, S: Real> Engine<'g, S> {
         for (&id, w) in &graph.weights {
             consts[id] = Some(w.tensor.convert());
         }
-        let folded = fold_constants(graph, &mut consts);
+        // Only the inference plan folds: the exact plan must recompute everything from the
+        // weights, which the differentiable passes replace (perturbed or dual-valued).
+        let folded = if fuse {
+            fold_constants(graph, &mut consts)
+        } else {
+            vec![false; graph.nodes.len()]
+        };
         let steps = if fuse {
             plan_fused(graph, &consts, &folded)
         } else {
@@ -399,7 +405,8 @@ fn fusable_act<S: Real>(
                     Some(v) => consts[*v].as_ref().map(Some),
                 })
                 .collect::<Option<Vec<_>>>()?;
-            let (lo, hi) = ops::clip_bounds(*min, *max, *attr_form, &bounds).ok()?;
+            let all: Vec<Option<&Tensor<S>>> = std::iter::once(None).chain(bounds).collect();
+            let (lo, hi) = ops::args::clip_bounds(*min, *max, *attr_form, &all).ok()?;
             Some(Act::Clip {
                 lo: lo.unwrap_or(f64::NEG_INFINITY),
                 hi: hi.unwrap_or(f64::INFINITY),
@@ -510,10 +517,19 @@ fn plan_fused<'g, S: Real>(
                 continue;
             }
         }
+        let mut inputs = n.inputs.clone();
+        // Add(const, x) → Add(x, const): the in-place path writes over the first input.
+        if matches!(op, Op::Binary(Binary::Add | Binary::Mul))
+            && let [Some(a), Some(b)] = inputs[..]
+            && consts[a].is_some()
+            && consts[b].is_none()
+        {
+            inputs.swap(0, 1);
+        }
         steps.push(Step {
             node: i,
             kind: StepKind::Node(op),
-            inputs: n.inputs.clone(),
+            inputs,
             outputs: n.outputs.clone(),
         });
     }

@@ -2,10 +2,12 @@
 //! compute type, i64 for every integer type, bool), with cheap shared clones.
 
 mod dtype;
+mod dual;
 mod proto;
 mod real;
 
 pub use dtype::{DType, Storage};
+pub use dual::Dual;
 pub use proto::{element_count, tensor_from_proto, tensor_to_proto};
 pub use real::{MatRef, Real};
 

@@ -588,15 +588,19 @@ pub fn conv_raw<S: Real>(
     out
 }
 
-pub fn conv_transpose<S: Real>(
-    x: &Tensor<S>,
-    w: &Tensor<S>,
-    b: Option<&Tensor<S>>,
-    a: &ConvTransposeAttrs,
-) -> OpResult<S> {
-    let xa = standard(float(x, "X")?);
-    let wa = standard(float(w, "W")?);
-    let (xs, ws) = (xa.shape(), wa.shape());
+/// ConvTranspose's resolved shapes: `g` is the geometry of the equivalent conv whose *input*
+/// grid is this op's output (col2im folds onto it), and whose output grid is this op's input.
+pub struct ConvTPlan {
+    pub n: usize,
+    pub c: usize,
+    pub m: usize,
+    pub mg: usize,
+    pub group: usize,
+    pub g: Geom,
+    pub out_shape: Vec<usize>,
+}
+
+pub fn convt_plan(xs: &[usize], ws: &[usize], a: &ConvTransposeAttrs) -> Result<ConvTPlan, String> {
     if xs.len() < 3 || ws.len() != xs.len() {
         return Err(format!(
             "input {xs:?} and weight {ws:?} ranks do not fit ConvTranspose"
@@ -690,6 +694,37 @@ pub fn conv_transpose<S: Real>(
         oh: ih,
         ow: iw,
     };
+    let mut out_shape = vec![n, m];
+    out_shape.extend(&outs);
+    Ok(ConvTPlan {
+        n,
+        c,
+        m,
+        mg,
+        group,
+        g,
+        out_shape,
+    })
+}
+
+pub fn conv_transpose<S: Real>(
+    x: &Tensor<S>,
+    w: &Tensor<S>,
+    b: Option<&Tensor<S>>,
+    a: &ConvTransposeAttrs,
+) -> OpResult<S> {
+    let xa = standard(float(x, "X")?);
+    let wa = standard(float(w, "W")?);
+    let ConvTPlan {
+        n,
+        c,
+        m,
+        mg,
+        group,
+        g,
+        out_shape,
+    } = convt_plan(xa.shape(), wa.shape(), a)?;
+    let (ih, iw, oh, ow) = (g.oh, g.ow, g.h, g.w);
     let cg = c / group;
     let kk = mg * g.kh * g.kw;
     let (ihw, ohw) = (ih * iw, oh * ow);
@@ -732,10 +767,8 @@ pub fn conv_transpose<S: Real>(
                 }
             }
         });
-    let mut shape = vec![n, m];
-    shape.extend(&outs);
     Ok(vec![Tensor::float(
         x.dtype,
-        ArrayD::from_shape_vec(IxDyn(&shape), out).expect("sized"),
+        ArrayD::from_shape_vec(IxDyn(&out_shape), out).expect("sized"),
     )])
 }

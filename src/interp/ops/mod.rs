@@ -1,5 +1,6 @@
 //! Forward kernels, one file per op family, and the dispatch from `Op` to kernel.
 
+pub mod args;
 pub mod conv;
 pub mod elementwise;
 pub mod layout;
@@ -16,7 +17,7 @@ use crate::ir::op::Binary;
 use crate::tensor::Data;
 use crate::tensor::{Real, Tensor, tensor_from_proto};
 use ndarray::{ArrayD, IxDyn};
-use util::{OpResult, ints, opt, req, zip_assign};
+use util::{OpResult, opt, req, zip_assign};
 
 /// Evaluates one op. `n_out` is the number of outputs the node declares.
 pub fn eval<S: Real>(op: &Op, inputs: &[Option<&Tensor<S>>], n_out: usize) -> OpResult<S> {
@@ -35,7 +36,7 @@ pub fn eval<S: Real>(op: &Op, inputs: &[Option<&Tensor<S>>], n_out: usize) -> Op
             max,
             attr_form,
         } => {
-            let (lo, hi) = clip_bounds(*min, *max, *attr_form, &inputs[1.min(inputs.len())..])?;
+            let (lo, hi) = args::clip_bounds(*min, *max, *attr_form, inputs)?;
             elementwise::clip(x()?, lo, hi)
         }
         Op::Conv { window, group } => {
@@ -75,57 +76,21 @@ pub fn eval<S: Real>(op: &Op, inputs: &[Option<&Tensor<S>>], n_out: usize) -> Op
         Op::GlobalPool(kind) => pool::global_pool(x()?, *kind),
         Op::Resize(r) => resize::resize(inputs, r),
         Op::Pad { mode, attr } => {
-            let (pads, value, axes) = match attr {
-                Some((p, v)) => (p.clone(), *v as f64, None),
-                None => {
-                    let pads = ints(req(inputs, 1)?, "pads")?;
-                    let value = match opt(inputs, 2).filter(|t| !t.is_empty()) {
-                        Some(t) => util::scalar_f64(t, "constant_value")?,
-                        None => 0.0,
-                    };
-                    let axes = opt(inputs, 3).map(|t| ints(t, "axes")).transpose()?;
-                    (pads, value, axes)
-                }
-            };
+            let (pads, value, axes) = args::pad(attr, inputs)?;
             shape::pad(x()?, *mode, &pads, value, axes.as_deref())
         }
         Op::Flatten { axis } => shape::flatten(x()?, *axis),
         Op::Reshape { allowzero } => shape::reshape(x()?, req(inputs, 1)?, *allowzero),
         Op::Transpose { perm } => shape::transpose(x()?, perm.as_deref()),
-        Op::Squeeze { axes } => {
-            let axes = match axes {
-                Some(a) => Some(a.clone()),
-                None => opt(inputs, 1).map(|t| ints(t, "axes")).transpose()?,
-            };
-            shape::squeeze(x()?, axes)
-        }
-        Op::Unsqueeze { axes } => {
-            let axes = match axes {
-                Some(a) => a.clone(),
-                None => ints(req(inputs, 1)?, "axes")?,
-            };
-            shape::unsqueeze(x()?, &axes)
-        }
+        Op::Squeeze { axes } => shape::squeeze(x()?, args::axes_opt(axes, inputs)?),
+        Op::Unsqueeze { axes } => shape::unsqueeze(x()?, &args::unsqueeze_axes(axes, inputs)?),
         Op::Split { axis, split } => {
-            let sizes = match split {
-                Some(s) => Some(s.clone()),
-                None => opt(inputs, 1)
-                    .filter(|t| !t.is_empty())
-                    .map(|t| ints(t, "split"))
-                    .transpose()?,
-            };
-            shape::split(x()?, *axis, sizes, n_out)
+            shape::split(x()?, *axis, args::split_sizes(split, inputs)?, n_out)
         }
-        Op::Slice { attr } => match attr {
-            Some((s, e, a)) => shape::slice(x()?, s, e, a.as_deref(), None),
-            None => {
-                let starts = ints(req(inputs, 1)?, "starts")?;
-                let ends = ints(req(inputs, 2)?, "ends")?;
-                let axes = opt(inputs, 3).map(|t| ints(t, "axes")).transpose()?;
-                let steps = opt(inputs, 4).map(|t| ints(t, "steps")).transpose()?;
-                shape::slice(x()?, &starts, &ends, axes.as_deref(), steps.as_deref())
-            }
-        },
+        Op::Slice { attr } => {
+            let (s, e, a, st) = args::slice(attr, inputs)?;
+            shape::slice(x()?, &s, &e, a.as_deref(), st.as_deref())
+        }
         Op::Concat { axis } => shape::concat(inputs, *axis),
         Op::Gather { axis } => shape::gather(x()?, req(inputs, 1)?, *axis),
         Op::GatherElements { axis } => shape::gather_elements(x()?, req(inputs, 1)?, *axis),
@@ -161,10 +126,7 @@ pub fn eval<S: Real>(op: &Op, inputs: &[Option<&Tensor<S>>], n_out: usize) -> Op
             keepdims,
             noop_with_empty_axes,
         } => {
-            let axes = match axes {
-                Some(a) => Some(a.clone()),
-                None => opt(inputs, 1).map(|t| ints(t, "axes")).transpose()?,
-            };
+            let axes = args::axes_opt(axes, inputs)?;
             reduce::reduce(x()?, *kind, axes, *keepdims, *noop_with_empty_axes)
         }
         Op::ArgExtreme {
@@ -178,16 +140,7 @@ pub fn eval<S: Real>(op: &Op, inputs: &[Option<&Tensor<S>>], n_out: usize) -> Op
             largest,
             sorted: _,
             k,
-        } => {
-            let k = match k {
-                Some(k) => *k,
-                None => {
-                    let v = ints(req(inputs, 1)?, "K")?;
-                    *v.first().ok_or("K is empty")?
-                }
-            };
-            reduce::top_k(x()?, k, *axis, *largest)
-        }
+        } => reduce::top_k(x()?, args::top_k(*k, inputs)?, *axis, *largest),
     }
 }
 
@@ -215,7 +168,9 @@ pub fn eval_inplace<S: Real>(
             max,
             attr_form,
         } => {
-            let (lo, hi) = clip_bounds(*min, *max, *attr_form, rest)?;
+            let all: Vec<Option<&Tensor<S>>> =
+                std::iter::once(None).chain(rest.iter().copied()).collect();
+            let (lo, hi) = args::clip_bounds(*min, *max, *attr_form, &all)?;
             let act = elementwise::Act::Clip {
                 lo: lo.unwrap_or(f64::NEG_INFINITY),
                 hi: hi.unwrap_or(f64::INFINITY),
@@ -260,23 +215,4 @@ pub fn eval_inplace<S: Real>(
         }
         _ => Ok(false),
     }
-}
-
-/// Clip's bounds: the opset < 11 attributes, or the optional inputs after X (`bounds`).
-pub fn clip_bounds<S: Real>(
-    min: Option<f32>,
-    max: Option<f32>,
-    attr_form: bool,
-    bounds: &[Option<&Tensor<S>>],
-) -> Result<(Option<f64>, Option<f64>), String> {
-    if attr_form {
-        return Ok((min.map(f64::from), max.map(f64::from)));
-    }
-    let bound = |i: usize| -> Result<Option<f64>, String> {
-        opt(bounds, i)
-            .filter(|t| !t.is_empty())
-            .map(|t| util::scalar_f64(t, "Clip bound"))
-            .transpose()
-    };
-    Ok((bound(0)?, bound(1)?))
 }

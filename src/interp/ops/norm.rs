@@ -86,6 +86,7 @@ pub fn layer_norm<S: Real>(
     let dn = S::from_f64(d as f64);
     out.par_chunks_mut(d.max(1))
         .zip(means.par_iter_mut().zip(inv.par_iter_mut()))
+        .with_min_len((PAR_MIN / d.max(1)).max(1))
         .enumerate()
         .for_each(|(r, (y, (mu_out, inv_out)))| {
             let row = &xs[r * d..(r + 1) * d];

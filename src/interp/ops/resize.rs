@@ -7,7 +7,7 @@ use crate::tensor::{Real, Tensor};
 use ndarray::{ArrayD, IxDyn};
 
 /// Source taps of one output position along one axis: `None` = extrapolation value.
-type Taps = Option<Vec<(usize, f64)>>;
+pub type Taps = Option<Vec<(usize, f64)>>;
 
 fn cubic_coeffs(t: f64, a: f64) -> [f64; 4] {
     let near = |x: f64| ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0;
@@ -115,7 +115,7 @@ fn axis_taps(
 }
 
 /// Interpolates along one axis of a contiguous [outer, in_len, inner] buffer.
-fn apply_axis<S: Real>(
+pub fn apply_axis<S: Real>(
     data: &[S],
     outer: usize,
     in_len: usize,
@@ -152,10 +152,20 @@ fn apply_axis<S: Real>(
     out
 }
 
-pub fn resize<S: Real>(inputs: &[Option<&Tensor<S>>], r: &ResizeAttrs) -> OpResult<S> {
-    let x = req(inputs, 0)?;
-    let xa = standard(float(x, "X")?);
-    let sh = xa.shape().to_vec();
+/// What Resize does to each axis: the output shape and, per axis, the source taps of every
+/// output position (`None`: the axis is unchanged). Shared by the forward kernel and its adjoint.
+pub struct ResizePlan {
+    pub out_shape: Vec<usize>,
+    pub axes: Vec<Option<Vec<Taps>>>,
+    pub extrapolation: f64,
+}
+
+pub fn plan<S: Real>(
+    sh: &[usize],
+    inputs: &[Option<&Tensor<S>>],
+    r: &ResizeAttrs,
+) -> Result<ResizePlan, String> {
+    let sh = sh.to_vec();
     let rank = sh.len();
     let nonempty = |i: usize| opt(inputs, i).filter(|t| !t.is_empty());
     let (roi_t, scales_t, sizes_t) = if r.v10 {
@@ -229,26 +239,74 @@ pub fn resize<S: Real>(inputs: &[Option<&Tensor<S>>], r: &ResizeAttrs) -> OpResu
         }
         _ => vec![(0.0, 1.0); rank],
     };
-    let extrap = S::from_f64(r.extrapolation_value as f64);
-    let mut data = xa.as_slice().expect("standard").to_vec();
     let mut cur = sh.clone();
+    let mut plans = Vec::with_capacity(rank);
     for a in 0..rank {
         let taps = axis_taps(r, cur[a], out_shape[a], scales[a], roi[a]);
         let identity = cur[a] == out_shape[a]
-            && taps.iter().enumerate().all(|(j, t)| matches!(t, Some(v) if v.iter().all(|&(i, w)| (i == j && w == 1.0) || w == 0.0)));
+            && taps.iter().enumerate().all(|(j, t)| {
+                matches!(t, Some(v) if v.iter().all(|&(i, w)| (i == j && w == 1.0) || w == 0.0))
+            });
         if identity {
+            plans.push(None);
             continue;
         }
         if cur[a] == 0 && out_shape[a] > 0 {
             return Err("Resize of an empty axis".into());
         }
+        plans.push(Some(taps));
+        cur[a] = out_shape[a];
+    }
+    Ok(ResizePlan {
+        out_shape,
+        axes: plans,
+        extrapolation: r.extrapolation_value as f64,
+    })
+}
+
+pub fn resize<S: Real>(inputs: &[Option<&Tensor<S>>], r: &ResizeAttrs) -> OpResult<S> {
+    let x = req(inputs, 0)?;
+    let xa = standard(float(x, "X")?);
+    let p = plan(xa.shape(), inputs, r)?;
+    let extrap = S::from_f64(p.extrapolation);
+    let mut data = xa.as_slice().expect("standard").to_vec();
+    let mut cur = xa.shape().to_vec();
+    for (a, taps) in p.axes.iter().enumerate() {
+        let Some(taps) = taps else { continue };
         let outer: usize = cur[..a].iter().product();
         let inner: usize = cur[a + 1..].iter().product();
-        data = apply_axis(&data, outer, cur[a], inner, &taps, extrap);
-        cur[a] = out_shape[a];
+        data = apply_axis(&data, outer, cur[a], inner, taps, extrap);
+        cur[a] = taps.len();
     }
     Ok(vec![Tensor::float(
         x.dtype,
-        ArrayD::from_shape_vec(IxDyn(&out_shape), data).expect("sized"),
+        ArrayD::from_shape_vec(IxDyn(&p.out_shape), data).expect("sized"),
     )])
+}
+
+/// The adjoint of `apply_axis`: spreads each output gradient back onto its source taps
+/// (extrapolated positions have no source and get nothing).
+pub fn apply_axis_adjoint<S: Real>(
+    g: &[S],
+    outer: usize,
+    in_len: usize,
+    inner: usize,
+    taps: &[Taps],
+) -> Vec<S> {
+    let out_len = taps.len();
+    let mut gx = vec![S::zero(); outer * in_len * inner];
+    for o in 0..outer {
+        let dst = &mut gx[o * in_len * inner..(o + 1) * in_len * inner];
+        for (j, t) in taps.iter().enumerate() {
+            let Some(t) = t else { continue };
+            let src = &g[(o * out_len + j) * inner..(o * out_len + j + 1) * inner];
+            for &(i, w) in t {
+                let w = S::from_f64(w);
+                for (d, &v) in dst[i * inner..(i + 1) * inner].iter_mut().zip(src) {
+                    *d += w * v;
+                }
+            }
+        }
+    }
+    gx
 }

@@ -68,9 +68,9 @@ pub fn flatten<S: Real>(x: &Tensor<S>, axis_attr: i64) -> OpResult<S> {
     Ok(vec![x.reshape(&[outer, inner])])
 }
 
-pub fn transpose<S: Real>(x: &Tensor<S>, perm: Option<&[i64]>) -> OpResult<S> {
-    let r = x.shape().len();
-    let p: Vec<usize> = match perm {
+/// Transpose's permutation for rank `r` (the default reverses the axes).
+pub fn resolve_perm(r: usize, perm: Option<&[i64]>) -> Result<Vec<usize>, String> {
+    Ok(match perm {
         Some(p) => {
             let v: Vec<usize> = p.iter().map(|&a| axis(a, r)).collect::<Result<_, _>>()?;
             let mut seen = vec![false; r];
@@ -80,7 +80,11 @@ pub fn transpose<S: Real>(x: &Tensor<S>, perm: Option<&[i64]>) -> OpResult<S> {
             v
         }
         None => (0..r).rev().collect(),
-    };
+    })
+}
+
+pub fn transpose<S: Real>(x: &Tensor<S>, perm: Option<&[i64]>) -> OpResult<S> {
+    let p = resolve_perm(x.shape().len(), perm)?;
     // Lazy: only the strides change. Kernels that need contiguous data copy on demand, and
     // elementwise ops work in memory order, so a Transpose pair around them costs nothing.
     Ok(vec![
@@ -211,14 +215,14 @@ pub fn split<S: Real>(
     Ok(out)
 }
 
-pub fn slice<S: Real>(
-    x: &Tensor<S>,
+/// ONNX Slice as ndarray slice info for an input of shape `sh` (also used by the gradient).
+pub fn slice_info(
+    sh: &[usize],
     starts: &[i64],
     ends: &[i64],
     axes: Option<&[i64]>,
     steps: Option<&[i64]>,
-) -> OpResult<S> {
-    let sh = x.shape();
+) -> Result<ndarray::SliceInfo<Vec<SliceInfoElem>, IxDyn, IxDyn>, String> {
     let r = sh.len();
     if starts.len() != ends.len() {
         return Err("starts and ends differ in length".into());
@@ -227,8 +231,8 @@ pub fn slice<S: Real>(
         Some(a) => a.iter().map(|&v| axis(v, r)).collect::<Result<_, _>>()?,
         None => (0..starts.len()).collect(),
     };
-    if axes.len() != starts.len() {
-        return Err("axes and starts differ in length".into());
+    if axes.len() != starts.len() || steps.is_some_and(|s| s.len() != starts.len()) {
+        return Err("axes/steps and starts differ in length".into());
     }
     let mut elems: Vec<SliceInfoElem> = vec![
         SliceInfoElem::Slice {
@@ -273,7 +277,17 @@ pub fn slice<S: Real>(
             }
         };
     }
-    let info = ndarray::SliceInfo::<_, IxDyn, IxDyn>::try_from(elems).map_err(|e| e.to_string())?;
+    ndarray::SliceInfo::<_, IxDyn, IxDyn>::try_from(elems).map_err(|e| e.to_string())
+}
+
+pub fn slice<S: Real>(
+    x: &Tensor<S>,
+    starts: &[i64],
+    ends: &[i64],
+    axes: Option<&[i64]>,
+    steps: Option<&[i64]>,
+) -> OpResult<S> {
+    let info = slice_info(x.shape(), starts, ends, axes, steps)?;
     Ok(vec![
         each_storage!(x, a => a.slice(info.as_ref()).to_owned()),
     ])
@@ -374,15 +388,12 @@ pub fn tile<S: Real>(x: &Tensor<S>, repeats: &Tensor<S>) -> OpResult<S> {
     Ok(vec![each_storage!(x, a => t(a, &reps))])
 }
 
-pub fn pad<S: Real>(
-    x: &Tensor<S>,
-    mode: PadMode,
+/// Per-axis (before, after) pads from ONNX's `pads` (begins then ends) over `axes`.
+pub fn pad_amounts(
+    r: usize,
     pads: &[i64],
-    value: f64,
     axes: Option<&[i64]>,
-) -> OpResult<S> {
-    let sh = x.shape().to_vec();
-    let r = sh.len();
+) -> Result<(Vec<i64>, Vec<i64>), String> {
     let axes: Vec<usize> = match axes {
         Some(a) => a.iter().map(|&v| axis(v, r)).collect::<Result<_, _>>()?,
         None => (0..r).collect(),
@@ -396,6 +407,19 @@ pub fn pad<S: Real>(
         before[ax] = pads[i];
         after[ax] = pads[i + axes.len()];
     }
+    Ok((before, after))
+}
+
+pub fn pad<S: Real>(
+    x: &Tensor<S>,
+    mode: PadMode,
+    pads: &[i64],
+    value: f64,
+    axes: Option<&[i64]>,
+) -> OpResult<S> {
+    let sh = x.shape().to_vec();
+    let r = sh.len();
+    let (before, after) = pad_amounts(r, pads, axes)?;
     let out_shape: Vec<usize> = (0..r)
         .map(|i| {
             let d = sh[i] as i64 + before[i] + after[i];
