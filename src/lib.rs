@@ -3,6 +3,7 @@
 //! Stages, one module each: [`onnx`] (protobuf I/O), [`ir`] (typed graph), [`interp`] (the
 //! interpreter), [`tensor`] (the tensor and scalar types every stage shares).
 
+pub mod autodiff;
 pub mod data;
 pub mod error;
 pub mod inspect;

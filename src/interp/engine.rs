@@ -96,6 +96,16 @@ impl<'g, S: Real> Engine<'g, S> {
         })
     }
 
+    /// Replaces a weight (initializer or Constant output) for the following runs.
+    pub fn set_const(&mut self, id: ValueId, t: Tensor<S>) {
+        self.consts[id] = Some(t);
+    }
+
+    /// The weight a run would use for `id`.
+    pub fn constant(&self, id: ValueId) -> Option<&Tensor<S>> {
+        self.consts.get(id).and_then(|c| c.as_ref())
+    }
+
     /// Checks feeds against the graph's inputs: every input given once, storage and declared
     /// fixed dimensions respected. Returns them in value-id slots.
     pub fn check_feeds(&self, feeds: Feeds<S>) -> Result<Vec<Option<Tensor<S>>>> {

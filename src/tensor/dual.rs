@@ -312,7 +312,8 @@ mod tests {
     fn tangents_are_derivatives() {
         let x = d(0.7, 1.0);
         let h = 1e-7;
-        let checks: Vec<(Dual<f64>, fn(f64) -> f64)> = vec![
+        type Check = (Dual<f64>, fn(f64) -> f64);
+        let checks: Vec<Check> = vec![
             (x.exp(), f64::exp),
             (x.ln(), f64::ln),
             (x.sqrt(), f64::sqrt),

@@ -23,10 +23,9 @@ pub fn slice<S: Real>(attr: &Option<SliceAttrs>, inputs: &Inputs<S>) -> Result<S
 }
 
 /// pads, constant value, axes.
-pub fn pad<S: Real>(
-    attr: &Option<(Vec<i64>, f32)>,
-    inputs: &Inputs<S>,
-) -> Result<(Vec<i64>, f64, Option<Vec<i64>>), String> {
+pub type PadArgs = (Vec<i64>, f64, Option<Vec<i64>>);
+
+pub fn pad<S: Real>(attr: &Option<(Vec<i64>, f32)>, inputs: &Inputs<S>) -> Result<PadArgs, String> {
     Ok(match attr {
         Some((p, v)) => (p.clone(), *v as f64, None),
         None => {

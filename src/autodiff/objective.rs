@@ -1,0 +1,332 @@
+//! Scalar objectives of a forward pass: cross-entropy against labels, KL divergence to a
+//! teacher's (the dense model's) outputs, and mean-squared reconstruction of any value.
+//! Each gives its value, its gradient with respect to the value it reads (the seed of the
+//! reverse sweep) and, for Gauss-Newton products, its Hessian with respect to that value.
+
+use super::backward::Tape;
+use crate::error::{Error, Result};
+use crate::ir::{Graph, ValueId};
+use crate::tensor::Real;
+use ndarray::{ArrayD, Axis, IxDyn};
+
+/// Whether a classifier output holds logits or probabilities (some exports end in Softmax).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputKind {
+    Logits,
+    Probabilities,
+}
+
+impl OutputKind {
+    /// Probabilities when every row along the last axis is non-negative and sums to 1.
+    pub fn detect(out: &ArrayD<f64>) -> OutputKind {
+        let Some(&k) = out.shape().last() else {
+            return OutputKind::Logits;
+        };
+        if k == 0 || out.iter().any(|&v| !(0.0..=1.0 + 1e-6).contains(&v)) {
+            return OutputKind::Logits;
+        }
+        let flat = out.as_standard_layout();
+        let rows_sum_to_one = flat
+            .as_slice()
+            .expect("std")
+            .chunks(k)
+            .all(|r| (r.iter().sum::<f64>() - 1.0).abs() < 1e-3);
+        if rows_sum_to_one {
+            OutputKind::Probabilities
+        } else {
+            OutputKind::Logits
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Objective {
+    /// Mean cross-entropy of `value` ([N, classes]) against integer labels.
+    CrossEntropy {
+        value: ValueId,
+        labels: Vec<i64>,
+        kind: OutputKind,
+    },
+    /// Mean KL(teacher ‖ model) over rows of `value`; `teacher` holds the teacher's probabilities.
+    Kl {
+        value: ValueId,
+        teacher: ArrayD<f64>,
+        kind: OutputKind,
+    },
+    /// ½ · (1/N) · Σ ‖value − target‖² (N = the batch, axis 0): layer-wise reconstruction.
+    Mse { value: ValueId, target: ArrayD<f64> },
+}
+
+fn softmax_rows(z: &[f64], k: usize) -> Vec<f64> {
+    let mut p = z.to_vec();
+    for row in p.chunks_mut(k) {
+        let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let s: f64 = row
+            .iter_mut()
+            .map(|v| {
+                *v = (*v - m).exp();
+                *v
+            })
+            .sum();
+        row.iter_mut().for_each(|v| *v /= s);
+    }
+    p
+}
+
+impl Objective {
+    /// The value this objective reads.
+    pub fn value(&self) -> ValueId {
+        match self {
+            Objective::CrossEntropy { value, .. }
+            | Objective::Kl { value, .. }
+            | Objective::Mse { value, .. } => *value,
+        }
+    }
+
+    /// KL to a teacher output (logits or probabilities, detected) of the same graph value.
+    pub fn kl_to(value: ValueId, teacher_out: &ArrayD<f64>) -> Objective {
+        let kind = OutputKind::detect(teacher_out);
+        let k = *teacher_out.shape().last().unwrap_or(&1);
+        let flat = teacher_out.as_standard_layout();
+        let probs = match kind {
+            OutputKind::Probabilities => flat.iter().copied().collect(),
+            OutputKind::Logits => softmax_rows(flat.as_slice().expect("std"), k),
+        };
+        Objective::Kl {
+            value,
+            teacher: ArrayD::from_shape_vec(teacher_out.raw_dim(), probs).expect("same size"),
+            kind,
+        }
+    }
+
+    /// The same objective restricted to samples `range` of the batch.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Objective {
+        let rows = |a: &ArrayD<f64>| {
+            a.slice_axis(Axis(0), ndarray::Slice::from(range.clone()))
+                .to_owned()
+        };
+        match self {
+            Objective::CrossEntropy {
+                value,
+                labels,
+                kind,
+            } => Objective::CrossEntropy {
+                value: *value,
+                labels: labels[range.clone()].to_vec(),
+                kind: *kind,
+            },
+            Objective::Kl {
+                value,
+                teacher,
+                kind,
+            } => Objective::Kl {
+                value: *value,
+                teacher: rows(teacher),
+                kind: *kind,
+            },
+            Objective::Mse { value, target } => Objective::Mse {
+                value: *value,
+                target: rows(target),
+            },
+        }
+    }
+
+    fn check(&self, g: &Graph, y: &ArrayD<impl Real>) -> Result<()> {
+        let at = || format!("value {:?}", g.name(self.value()));
+        let n = y.shape().first().copied().unwrap_or(0);
+        match self {
+            Objective::CrossEntropy { labels, .. } => {
+                if y.ndim() != 2 || labels.len() != n {
+                    return Err(Error::graph(
+                        at(),
+                        format!(
+                            "cross-entropy needs [N, classes] outputs and N labels; got {:?} and {} labels",
+                            y.shape(),
+                            labels.len()
+                        ),
+                    ));
+                }
+                if let Some(&l) = labels
+                    .iter()
+                    .find(|&&l| l < 0 || l as usize >= y.shape()[1])
+                {
+                    return Err(Error::Data(format!(
+                        "label {l} is outside the {} classes",
+                        y.shape()[1]
+                    )));
+                }
+            }
+            Objective::Kl { teacher, .. } => {
+                if teacher.shape() != y.shape() {
+                    return Err(Error::graph(
+                        at(),
+                        format!(
+                            "teacher output {:?} differs from {:?}",
+                            teacher.shape(),
+                            y.shape()
+                        ),
+                    ));
+                }
+            }
+            Objective::Mse { target, .. } => {
+                if target.shape() != y.shape() {
+                    return Err(Error::graph(
+                        at(),
+                        format!("target {:?} differs from {:?}", target.shape(), y.shape()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The objective's value and its gradient with respect to `value()`, in the compute type
+    /// (on dual numbers the gradient's tangent is the objective's Hessian times the value's
+    /// tangent).
+    pub fn evaluate<S: Real>(&self, g: &Graph, tape: &Tape<S>) -> Result<(S, ArrayD<S>)> {
+        let y = tape.float(g, self.value())?;
+        self.check(g, &y)?;
+        let y = y.as_standard_layout().into_owned();
+        let n = y.shape().first().copied().unwrap_or(1).max(1);
+        let inv_n = S::from_f64(1.0 / n as f64);
+        let k = *y.shape().last().unwrap_or(&1);
+        let ys = y.as_slice().expect("std");
+        let mut grad = vec![S::zero(); ys.len()];
+        let mut total = S::zero();
+        match self {
+            Objective::CrossEntropy { labels, kind, .. } => {
+                for (r, (row, gr)) in ys.chunks(k).zip(grad.chunks_mut(k)).enumerate() {
+                    let l = labels[r] as usize;
+                    match kind {
+                        OutputKind::Logits => {
+                            let (lse, p) = log_softmax(row);
+                            total += lse - row[l];
+                            for j in 0..k {
+                                gr[j] = p[j] * inv_n;
+                            }
+                            gr[l] -= inv_n;
+                        }
+                        OutputKind::Probabilities => {
+                            total -= row[l].ln();
+                            gr[l] = -(inv_n / row[l]);
+                        }
+                    }
+                }
+            }
+            Objective::Kl { teacher, kind, .. } => {
+                let t: Vec<S> = teacher
+                    .as_standard_layout()
+                    .iter()
+                    .map(|&v| S::from_f64(v))
+                    .collect();
+                for ((row, gr), tr) in ys.chunks(k).zip(grad.chunks_mut(k)).zip(t.chunks(k)) {
+                    match kind {
+                        OutputKind::Logits => {
+                            let (lse, p) = log_softmax(row);
+                            for j in 0..k {
+                                if tr[j] > S::zero() {
+                                    total += tr[j] * (tr[j].ln() - (row[j] - lse));
+                                }
+                                gr[j] = (p[j] - tr[j]) * inv_n;
+                            }
+                        }
+                        OutputKind::Probabilities => {
+                            for j in 0..k {
+                                if tr[j] > S::zero() {
+                                    total += tr[j] * (tr[j].ln() - row[j].ln());
+                                    gr[j] = -(tr[j] / row[j]) * inv_n;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Objective::Mse { target, .. } => {
+                let t = target.as_standard_layout();
+                for ((&yv, &tv), gr) in ys.iter().zip(t.iter()).zip(grad.iter_mut()) {
+                    let d = yv - S::from_f64(tv);
+                    total += S::from_f64(0.5) * d * d;
+                    *gr = d * inv_n;
+                }
+            }
+        }
+        Ok((
+            total * inv_n,
+            ArrayD::from_shape_vec(IxDyn(y.shape()), grad).expect("sized"),
+        ))
+    }
+
+    /// The Hessian of the objective with respect to `value()` applied to `u` (the middle factor
+    /// of a Gauss-Newton product Jᵀ·Λ·J).
+    pub fn output_hessian<S: Real>(
+        &self,
+        g: &Graph,
+        tape: &Tape<S>,
+        u: &ArrayD<S>,
+    ) -> Result<ArrayD<S>> {
+        let y = tape
+            .float(g, self.value())?
+            .as_standard_layout()
+            .into_owned();
+        let n = y.shape().first().copied().unwrap_or(1).max(1);
+        let inv_n = S::from_f64(1.0 / n as f64);
+        let k = *y.shape().last().unwrap_or(&1);
+        let us = u.as_standard_layout();
+        let (ys, usl) = (y.as_slice().expect("std"), us.as_slice().expect("std"));
+        let mut out = vec![S::zero(); ys.len()];
+        let kind = match self {
+            Objective::CrossEntropy { kind, .. } | Objective::Kl { kind, .. } => Some(*kind),
+            Objective::Mse { .. } => None,
+        };
+        match kind {
+            // Softmax cross-entropy: diag(p) − p·pᵀ per row.
+            Some(OutputKind::Logits) => {
+                for ((row, ur), or) in ys.chunks(k).zip(usl.chunks(k)).zip(out.chunks_mut(k)) {
+                    let (_, p) = log_softmax(row);
+                    let pu: S = p.iter().zip(ur).map(|(&a, &b)| a * b).sum();
+                    for j in 0..k {
+                        or[j] = (p[j] * ur[j] - p[j] * pu) * inv_n;
+                    }
+                }
+            }
+            Some(OutputKind::Probabilities) => {
+                let weights: Vec<S> = match self {
+                    // −log p_y: 1/p_y² at the label.
+                    Objective::CrossEntropy { labels, .. } => {
+                        let mut w = vec![S::zero(); ys.len()];
+                        for (r, &l) in labels.iter().enumerate() {
+                            let p = ys[r * k + l as usize];
+                            w[r * k + l as usize] = (p * p).recip();
+                        }
+                        w
+                    }
+                    // −Σ t log p: t/p².
+                    Objective::Kl { teacher, .. } => teacher
+                        .iter()
+                        .zip(ys)
+                        .map(|(&t, &p)| S::from_f64(t) / (p * p))
+                        .collect(),
+                    Objective::Mse { .. } => unreachable!("kind is None for Mse"),
+                };
+                for ((o, &w), &uv) in out.iter_mut().zip(&weights).zip(usl) {
+                    *o = w * uv * inv_n;
+                }
+            }
+            None => {
+                for (o, &uv) in out.iter_mut().zip(usl) {
+                    *o = uv * inv_n;
+                }
+            }
+        }
+        Ok(ArrayD::from_shape_vec(IxDyn(y.shape()), out).expect("sized"))
+    }
+}
+
+/// (log Σ exp z, softmax z) of one row.
+fn log_softmax<S: Real>(z: &[S]) -> (S, Vec<S>) {
+    let m = z.iter().copied().fold(-S::infinity(), |a, b| a.max(b));
+    let e: Vec<S> = z.iter().map(|&v| (v - m).exp()).collect();
+    let s: S = e.iter().copied().sum();
+    let lse = m + s.ln();
+    (lse, e.into_iter().map(|v| v / s).collect())
+}
