@@ -11,6 +11,7 @@ pub mod interp;
 pub mod ir;
 pub mod onnx;
 pub mod runtime;
+pub mod sensitivity;
 pub mod tensor;
 pub mod validate;
 

@@ -13,7 +13,7 @@ use onnx_prune::interp::Engine;
 use onnx_prune::ir::Model;
 use onnx_prune::runtime::{Device, OrtSession};
 use onnx_prune::tensor::Tensor;
-use onnx_prune::{inspect, validate};
+use onnx_prune::{inspect, sensitivity, validate};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -60,6 +60,26 @@ enum Command {
         /// Concrete shape for an input with dynamic dimensions, e.g. x=1,3,224,224 (repeatable).
         #[arg(long = "shape", value_name = "NAME=D1,D2,..")]
         shapes: Vec<String>,
+        /// Curvature report per prunable layer: gradient norm, Hutchinson Hessian trace, HAP
+        /// channel-sensitivity spread (needs --calib).
+        #[arg(long, requires = "calib")]
+        sensitivity: bool,
+        /// Calibration inputs (.npz keyed by input name) for --sensitivity.
+        #[arg(long)]
+        calib: Option<PathBuf>,
+        /// Integer labels (.npy) for a cross-entropy objective (default: KL to the model's own
+        /// outputs, label-free).
+        #[arg(long, requires = "sensitivity")]
+        labels: Option<PathBuf>,
+        /// Seed of the Hutchinson probes.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Calibration samples used (the first ones).
+        #[arg(long, default_value_t = 256)]
+        samples: usize,
+        /// Upper bound on Hutchinson probes (it stops earlier once the trace settles).
+        #[arg(long, default_value_t = 32)]
+        probes: usize,
     },
     /// Run a model on inputs from an .npz (keyed by input name); write the outputs as .npz.
     #[command(
@@ -113,7 +133,30 @@ impl std::fmt::Display for ValidationFailure {
 impl std::error::Error for ValidationFailure {}
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        // Usage errors are input errors (exit 1), reported on one line like every other.
+        Err(e) => {
+            let msg = e.to_string();
+            let head: Vec<&str> = msg
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            eprintln!("{} (see --help)", head.join(" "));
+            return ExitCode::from(1);
+        }
+    };
     if let Some(n) = cli.threads {
         if n == 0 {
             eprintln!("error: --threads must be at least 1");
@@ -137,6 +180,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// A progress bar on stderr when it is a terminal; hidden in pipes and logs.
+fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} [{elapsed}]")
+    {
+        bar.set_style(style);
+    }
+    bar.set_message(what.to_string());
+    bar
+}
+
 fn load(path: &Path) -> Result<Model> {
     let m = Model::load(path)?;
     for w in m.source.warnings() {
@@ -152,8 +211,43 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             layers,
             json,
             shapes,
+            sensitivity,
+            calib,
+            labels,
+            seed,
+            samples,
+            probes,
         } => {
             let m = load(&model)?;
+            if sensitivity {
+                let calib = calib.expect("clap requires --calib");
+                let feeds = read_tensors(&calib)?;
+                let labels = labels
+                    .map(|p| read_npy(&p).map(|t| t.to_i64_vec()))
+                    .transpose()?;
+                let opts = sensitivity::SensitivityOptions {
+                    seed,
+                    samples,
+                    max_probes: probes.max(1),
+                    min_probes: probes.clamp(1, 8),
+                    ..Default::default()
+                };
+                let bar = progress(probes as u64, "Hutchinson probes");
+                let report = sensitivity::sensitivity::<f32>(
+                    &m.graph,
+                    &feeds,
+                    labels.as_deref(),
+                    opts,
+                    &mut |k| bar.set_position(k as u64),
+                )?;
+                bar.finish_and_clear();
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print!("{}", report.render());
+                }
+                return Ok(());
+            }
             let overrides: HashMap<String, Vec<usize>> = shapes
                 .iter()
                 .map(|s| inspect::parse_shape_arg(s))

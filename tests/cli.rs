@@ -309,3 +309,71 @@ fn bad_input_gives_one_clear_line_and_exit_1() {
     );
     assert!(!out.exists(), "a failed run leaves no output");
 }
+
+#[test]
+fn sensitivity_report_is_deterministic_and_machine_readable() {
+    let calib = common::fixtures().join("mnist_calib.npz");
+    let labels = common::fixtures().join("mnist_calib_labels.npy");
+    for model in ["resnet", "mobilenet", "vit", "mlp"] {
+        let m = common::fixtures().join(format!("{model}.onnx"));
+        let args = |seed: &str| {
+            let mut a = vec![
+                "inspect",
+                s(&m),
+                "--sensitivity",
+                "--calib",
+                s(&calib),
+                "--samples",
+                "32",
+                "--probes",
+                "8",
+                "--seed",
+                seed,
+                "--json",
+            ];
+            if model == "mlp" {
+                a.extend(["--labels", s(&labels)]);
+            }
+            a.into_iter().map(String::from).collect::<Vec<_>>()
+        };
+        let run_json = |seed: &str| {
+            let o = bin().args(args(seed)).output().unwrap();
+            assert!(o.status.success(), "{model}: {}", text(&o).1);
+            o.stdout
+        };
+        let (a, b, c) = (run_json("3"), run_json("3"), run_json("4"));
+        assert_eq!(a, b, "{model}: same seed, same report");
+        assert_ne!(a, c, "{model}: the seed drives the probes");
+        let v: serde_json::Value = serde_json::from_slice(&a).unwrap();
+        let layers = v["layers"].as_array().unwrap();
+        assert!(!layers.is_empty());
+        for l in layers {
+            assert!(l["trace"]["stderr"].as_f64().unwrap() >= 0.0);
+            assert!(l["grad_norm"].as_f64().unwrap().is_finite());
+            assert!(l["channels"].as_u64().unwrap() > 0);
+        }
+        let expect = if model == "mlp" {
+            "cross-entropy"
+        } else {
+            "KL to the dense model"
+        };
+        assert_eq!(v["objective"], expect);
+        if model == "mlp" {
+            // With labels the gradient is not zero.
+            assert!(
+                layers
+                    .iter()
+                    .any(|l| l["grad_norm"].as_f64().unwrap() > 1e-4)
+            );
+        }
+    }
+    fails_with(
+        &[
+            "inspect",
+            s(&common::fixtures().join("resnet.onnx")),
+            "--sensitivity",
+        ],
+        1,
+        "--calib",
+    );
+}

@@ -260,8 +260,8 @@ impl<'g, S: Real> Curvature<'g, S> {
         for (f, o, w) in self.chunks(feeds, Some(obj))? {
             let o = o.expect("objective");
             let tape = self.forward(f)?;
-            let (l, seed) = o.evaluate(self.graph, &tape)?;
-            let g = self.plain.backward(&tape, vec![(o.value(), seed)], wrt)?;
+            let (l, seeds) = o.evaluate(self.graph, &tape)?;
+            let g = self.plain.backward(&tape, seeds, wrt)?;
             loss += w * l.to_f64();
             add_scaled(&mut acc, g, w);
         }
@@ -405,8 +405,8 @@ impl<'g, S: Real> Curvature<'g, S> {
                 let o = o.expect("objective");
                 let tape = self.dual.forward(Self::dual_feeds(&f, &[], None)?)?;
                 self.record(tape.bytes());
-                let (l, seed) = o.evaluate(self.graph, &tape)?;
-                let g = self.dual.backward(&tape, vec![(o.value(), seed)], wrt)?;
+                let (l, seeds) = o.evaluate(self.graph, &tape)?;
+                let g = self.dual.backward(&tape, seeds, wrt)?;
                 loss += w * l.v.to_f64();
                 let (gv, gt): (Vec<_>, Vec<_>) = g.iter().map(split).unzip();
                 add_scaled(&mut grad, gv, w);
@@ -444,8 +444,11 @@ impl<'g, S: Real> Curvature<'g, S> {
                 let o = o.expect("objective");
                 let dtape = self.dual.forward(Self::dual_feeds(&f, &[], None)?)?;
                 self.record(dtape.bytes());
-                let y = dtape.float(self.graph, o.value())?;
-                let jv = y.mapv(|d| d.t);
+                let vals = o.values();
+                let jv = vals
+                    .iter()
+                    .map(|&v| dtape.float(self.graph, v).map(|y| y.mapv(|d| d.t)))
+                    .collect::<Result<Vec<_>>>()?;
                 let tape = Tape {
                     values: dtape
                         .values
@@ -454,7 +457,9 @@ impl<'g, S: Real> Curvature<'g, S> {
                         .collect(),
                 };
                 let ljv = o.output_hessian(self.graph, &tape, &jv)?;
-                let g = self.plain.backward(&tape, vec![(o.value(), ljv)], wrt)?;
+                let g = self
+                    .plain
+                    .backward(&tape, vals.into_iter().zip(ljv).collect(), wrt)?;
                 add_scaled(&mut acc, g, w);
             }
             Ok::<_, Error>(acc.unwrap_or_default())
@@ -489,6 +494,18 @@ impl<'g, S: Real> Curvature<'g, S> {
         obj: &Objective,
         wrt: &[ValueId],
         opts: HutchinsonOptions,
+    ) -> Result<Hutchinson> {
+        self.hutchinson_observed(feeds, obj, wrt, opts, &mut |_| {})
+    }
+
+    /// `hutchinson`, calling `on_probe(done)` after each probe (for progress bars).
+    pub fn hutchinson_observed(
+        &mut self,
+        feeds: &Feeds<S>,
+        obj: &Objective,
+        wrt: &[ValueId],
+        opts: HutchinsonOptions,
+        on_probe: &mut dyn FnMut(usize),
     ) -> Result<Hutchinson> {
         let shapes: Vec<Vec<usize>> = wrt
             .iter()
@@ -531,6 +548,7 @@ impl<'g, S: Real> Curvature<'g, S> {
                 total += tr;
             }
             totals.push(total);
+            on_probe(totals.len());
             let k = totals.len() as f64;
             if j + 1 >= opts.min_probes.max(2) {
                 let mean = totals.iter().sum::<f64>() / k;

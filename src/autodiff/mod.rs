@@ -10,9 +10,11 @@
 pub mod backward;
 pub mod curvature;
 pub mod objective;
+pub mod region;
 pub mod rng;
 pub mod vjp;
 
 pub use backward::{Diff, Tape};
 pub use curvature::{Curvature, Estimate, Hutchinson, HutchinsonOptions, Hvp, LayerHessian, Stats};
 pub use objective::{Objective, OutputKind};
+pub use region::{Region, capture};

@@ -39,6 +39,9 @@ impl OutputKind {
     }
 }
 
+/// Gradients of an objective with respect to the values it reads: the reverse sweep's seeds.
+pub type Seeds<S> = Vec<(ValueId, ArrayD<S>)>;
+
 #[derive(Debug, Clone)]
 pub enum Objective {
     /// Mean cross-entropy of `value` ([N, classes]) against integer labels.
@@ -55,6 +58,12 @@ pub enum Objective {
     },
     /// ½ · (1/N) · Σ ‖value − target‖² (N = the batch, axis 0): layer-wise reconstruction.
     Mse { value: ValueId, target: ArrayD<f64> },
+    /// The mean over all elements of (value − target)² (PyTorch's `MSELoss`): one term of the
+    /// SNOWS K-ops-ahead reconstruction, where every hooked output counts equally whatever
+    /// its size.
+    MseMean { value: ValueId, target: ArrayD<f64> },
+    /// The sum of several objectives (each may read a different value).
+    Sum(Vec<Objective>),
 }
 
 fn softmax_rows(z: &[f64], k: usize) -> Vec<f64> {
@@ -74,13 +83,25 @@ fn softmax_rows(z: &[f64], k: usize) -> Vec<f64> {
 }
 
 impl Objective {
-    /// The value this objective reads.
-    pub fn value(&self) -> ValueId {
+    /// The values this objective reads, one per term (a value may repeat).
+    pub fn values(&self) -> Vec<ValueId> {
         match self {
             Objective::CrossEntropy { value, .. }
             | Objective::Kl { value, .. }
-            | Objective::Mse { value, .. } => *value,
+            | Objective::Mse { value, .. }
+            | Objective::MseMean { value, .. } => vec![*value],
+            Objective::Sum(terms) => terms.iter().flat_map(|t| t.values()).collect(),
         }
+    }
+
+    /// The SNOWS reconstruction objective: Σ_k mean (value_k − target_k)².
+    pub fn reconstruction(terms: Vec<(ValueId, ArrayD<f64>)>) -> Objective {
+        Objective::Sum(
+            terms
+                .into_iter()
+                .map(|(value, target)| Objective::MseMean { value, target })
+                .collect(),
+        )
     }
 
     /// KL to a teacher output (logits or probabilities, detected) of the same graph value.
@@ -128,11 +149,18 @@ impl Objective {
                 value: *value,
                 target: rows(target),
             },
+            Objective::MseMean { value, target } => Objective::MseMean {
+                value: *value,
+                target: rows(target),
+            },
+            Objective::Sum(terms) => {
+                Objective::Sum(terms.iter().map(|t| t.slice(range.clone())).collect())
+            }
         }
     }
 
-    fn check(&self, g: &Graph, y: &ArrayD<impl Real>) -> Result<()> {
-        let at = || format!("value {:?}", g.name(self.value()));
+    fn check(&self, g: &Graph, value: ValueId, y: &ArrayD<impl Real>) -> Result<()> {
+        let at = || format!("value {:?}", g.name(value));
         let n = y.shape().first().copied().unwrap_or(0);
         match self {
             Objective::CrossEntropy { labels, .. } => {
@@ -168,7 +196,7 @@ impl Objective {
                     ));
                 }
             }
-            Objective::Mse { target, .. } => {
+            Objective::Mse { target, .. } | Objective::MseMean { target, .. } => {
                 if target.shape() != y.shape() {
                     return Err(Error::graph(
                         at(),
@@ -176,16 +204,48 @@ impl Objective {
                     ));
                 }
             }
+            Objective::Sum(_) => {}
         }
         Ok(())
     }
 
-    /// The objective's value and its gradient with respect to `value()`, in the compute type
-    /// (on dual numbers the gradient's tangent is the objective's Hessian times the value's
-    /// tangent).
-    pub fn evaluate<S: Real>(&self, g: &Graph, tape: &Tape<S>) -> Result<(S, ArrayD<S>)> {
-        let y = tape.float(g, self.value())?;
-        self.check(g, &y)?;
+    /// The objective's value and its gradient with respect to each value it reads (the seeds of
+    /// the reverse sweep), in the compute type (on dual numbers the gradient's tangent is the
+    /// objective's Hessian times the values' tangents).
+    pub fn evaluate<S: Real>(
+        &self,
+        g: &Graph,
+        tape: &Tape<S>,
+    ) -> Result<(S, Seeds<S>)> {
+        match self {
+            Objective::Sum(terms) => {
+                let mut total = S::zero();
+                let mut seeds = Vec::new();
+                for t in terms {
+                    let (l, s) = t.evaluate(g, tape)?;
+                    total += l;
+                    seeds.extend(s);
+                }
+                Ok((total, seeds))
+            }
+            Objective::CrossEntropy { value, .. }
+            | Objective::Kl { value, .. }
+            | Objective::Mse { value, .. }
+            | Objective::MseMean { value, .. } => {
+                let (l, s) = self.evaluate_term(g, *value, tape)?;
+                Ok((l, vec![(*value, s)]))
+            }
+        }
+    }
+
+    fn evaluate_term<S: Real>(
+        &self,
+        g: &Graph,
+        value: ValueId,
+        tape: &Tape<S>,
+    ) -> Result<(S, ArrayD<S>)> {
+        let y = tape.float(g, value)?;
+        self.check(g, value, &y)?;
         let y = y.as_standard_layout().into_owned();
         let n = y.shape().first().copied().unwrap_or(1).max(1);
         let inv_n = S::from_f64(1.0 / n as f64);
@@ -249,6 +309,17 @@ impl Objective {
                     *gr = d * inv_n;
                 }
             }
+            Objective::MseMean { target, .. } => {
+                // Returned as total·(1/N): fold the per-sample element count in here.
+                let per = S::from_f64(1.0 / (ys.len() / n).max(1) as f64);
+                let t = target.as_standard_layout();
+                for ((&yv, &tv), gr) in ys.iter().zip(t.iter()).zip(grad.iter_mut()) {
+                    let d = yv - S::from_f64(tv);
+                    total += per * d * d;
+                    *gr = S::from_f64(2.0) * per * d * inv_n;
+                }
+            }
+            Objective::Sum(_) => unreachable!("Sum is evaluated term by term"),
         }
         Ok((
             total * inv_n,
@@ -256,18 +327,46 @@ impl Objective {
         ))
     }
 
-    /// The Hessian of the objective with respect to `value()` applied to `u` (the middle factor
-    /// of a Gauss-Newton product Jᵀ·Λ·J).
+    /// The Hessian of the objective with respect to the values it reads applied to `u` (one
+    /// array per entry of `values()`): the middle factor of a Gauss-Newton product Jᵀ·Λ·J.
+    /// Terms are independent, so Λ is block diagonal over them.
     pub fn output_hessian<S: Real>(
         &self,
         g: &Graph,
         tape: &Tape<S>,
+        u: &[ArrayD<S>],
+    ) -> Result<Vec<ArrayD<S>>> {
+        let vals = self.values();
+        if u.len() != vals.len() {
+            return Err(Error::Usage(format!(
+                "{} directions for an objective of {} terms",
+                u.len(),
+                vals.len()
+            )));
+        }
+        match self {
+            Objective::Sum(terms) => {
+                let mut out = Vec::with_capacity(u.len());
+                let mut at = 0;
+                for t in terms {
+                    let k = t.values().len();
+                    out.extend(t.output_hessian(g, tape, &u[at..at + k])?);
+                    at += k;
+                }
+                Ok(out)
+            }
+            _ => Ok(vec![self.output_hessian_term(g, vals[0], tape, &u[0])?]),
+        }
+    }
+
+    fn output_hessian_term<S: Real>(
+        &self,
+        g: &Graph,
+        value: ValueId,
+        tape: &Tape<S>,
         u: &ArrayD<S>,
     ) -> Result<ArrayD<S>> {
-        let y = tape
-            .float(g, self.value())?
-            .as_standard_layout()
-            .into_owned();
+        let y = tape.float(g, value)?.as_standard_layout().into_owned();
         let n = y.shape().first().copied().unwrap_or(1).max(1);
         let inv_n = S::from_f64(1.0 / n as f64);
         let k = *y.shape().last().unwrap_or(&1);
@@ -276,7 +375,12 @@ impl Objective {
         let mut out = vec![S::zero(); ys.len()];
         let kind = match self {
             Objective::CrossEntropy { kind, .. } | Objective::Kl { kind, .. } => Some(*kind),
-            Objective::Mse { .. } => None,
+            Objective::Mse { .. } | Objective::MseMean { .. } | Objective::Sum(_) => None,
+        };
+        // MSELoss's Λ = 2/(N·d)·I; ½‖·‖²/N's is 1/N·I.
+        let mse_scale = match self {
+            Objective::MseMean { .. } => S::from_f64(2.0 / (y.len() / n).max(1) as f64),
+            _ => S::one(),
         };
         match kind {
             // Softmax cross-entropy: diag(p) − p·pᵀ per row.
@@ -306,7 +410,7 @@ impl Objective {
                         .zip(ys)
                         .map(|(&t, &p)| S::from_f64(t) / (p * p))
                         .collect(),
-                    Objective::Mse { .. } => unreachable!("kind is None for Mse"),
+                    _ => unreachable!("kind is None for the squared errors"),
                 };
                 for ((o, &w), &uv) in out.iter_mut().zip(&weights).zip(usl) {
                     *o = w * uv * inv_n;
@@ -314,7 +418,7 @@ impl Objective {
             }
             None => {
                 for (o, &uv) in out.iter_mut().zip(usl) {
-                    *o = uv * inv_n;
+                    *o = mse_scale * uv * inv_n;
                 }
             }
         }

@@ -4,6 +4,7 @@
 pub mod attr;
 pub mod graph;
 pub mod op;
+pub mod subgraph;
 
 pub use graph::{Dim, Graph, Model, Node, OPSET_RANGE, ValueId, ValueInfo, Weight, WeightSource};
 pub use op::{Op, ParseError};

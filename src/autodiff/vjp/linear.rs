@@ -1,7 +1,9 @@
 //! Backward rules of the linear ops: Conv, ConvTranspose, Gemm, MatMul.
 
 use super::util::*;
-use crate::interp::ops::conv::{col2im, conv_shape, convt_plan, im2col};
+use crate::interp::ops::conv::{
+    ConvShape, Geom, col2im, conv_raw, conv_shape, convt_plan, im2col, phased_cols,
+};
 use crate::interp::ops::util::{broadcast_shape, standard};
 use crate::ir::op::{ConvTransposeAttrs, Window};
 use crate::tensor::{Arr, MatRef, Real};
@@ -9,9 +11,6 @@ use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
 fn sum_vecs<S: Real>(a: Vec<S>, b: Vec<S>) -> Vec<S> {
-    if a.is_empty() {
-        return b;
-    }
     a.into_iter().zip(b).map(|(x, y)| x + y).collect()
 }
 
@@ -43,6 +42,12 @@ pub fn conv<S: Real>(
     let need_b = need.get(2).copied().unwrap_or(false);
 
     let gx = need_x.then(|| {
+        if let Some(t) = transposed_conv_shape(&sh) {
+            // Stride 1: dX is the convolution of dY with the flipped, transposed kernel.
+            let wt = flip_transpose(wsl, m, cg, group, geo.kh, geo.kw);
+            let dx = conv_raw(gsl, &wt, None, &t, None, Vec::new());
+            return ArrayD::from_shape_vec(IxDyn(xs.shape()), dx).expect("sized");
+        }
         let mut gx = vec![S::zero(); n * c * hw];
         gx.par_chunks_mut(c * hw).enumerate().for_each(|(img, dx)| {
             let mut dcol = vec![S::zero(); kk * ohw];
@@ -84,25 +89,46 @@ pub fn conv<S: Real>(
     });
 
     let gw = need_w.then(|| {
-        let total = (0..n)
-            .into_par_iter()
-            .fold(Vec::new, |acc: Vec<S>, img| {
-                let mut acc = if acc.is_empty() {
-                    vec![S::zero(); m * kk]
-                } else {
-                    acc
-                };
-                let mut col = vec![S::zero(); if pointwise { 0 } else { kk * ohw }];
+        // Fixed chunks of images, summed in order: the same bits whatever the thread count
+        // (the CLI promises identical reports under one seed).
+        const IMAGES_PER_CHUNK: usize = 4;
+        let partial = |imgs: std::ops::Range<usize>| {
+            let mut acc = vec![S::zero(); m * kk];
+            let mut col = vec![S::zero(); if pointwise { 0 } else { kk * ohw }];
+            for img in imgs {
                 for gi in 0..group {
                     let xg = &xsl[(img * c + gi * cg) * hw..(img * c + (gi + 1) * cg) * hw];
+                    let gyg = &gsl[(img * m + gi * mg) * ohw..(img * m + (gi + 1) * mg) * ohw];
+                    let dwg = &mut acc[gi * mg * kk..(gi + 1) * mg * kk];
+                    if !pointwise && geo.sh == 1 && geo.sw == 1 {
+                        // The operand on the padded width (memcpy-built); dY widened with zeros
+                        // in the columns that belong to no output.
+                        let (cols, wq) = phased_cols(xg, cg, &geo);
+                        let nn = geo.oh * wq;
+                        let mut wide = vec![S::zero(); mg * nn];
+                        for (wr, gr) in wide.chunks_mut(wq).zip(gyg.chunks(geo.ow)) {
+                            wr[..geo.ow].copy_from_slice(gr);
+                        }
+                        S::gemm(
+                            mg,
+                            kk,
+                            nn,
+                            MatRef::row_major(&wide, nn, false),
+                            MatRef::row_major(&cols, nn, true),
+                            dwg,
+                            kk,
+                            true,
+                            S::one(),
+                            false,
+                        );
+                        continue;
+                    }
                     let cols: &[S] = if pointwise {
                         xg
                     } else {
                         im2col(xg, cg, &geo, &mut col);
                         &col
                     };
-                    let gyg = &gsl[(img * m + gi * mg) * ohw..(img * m + (gi + 1) * mg) * ohw];
-                    let dwg = &mut acc[gi * mg * kk..(gi + 1) * mg * kk];
                     S::gemm(
                         mg,
                         kk,
@@ -116,14 +142,17 @@ pub fn conv<S: Real>(
                         false,
                     );
                 }
-                acc
-            })
-            .reduce(Vec::new, sum_vecs);
-        let total = if total.is_empty() {
-            vec![S::zero(); m * kk]
-        } else {
-            total
+            }
+            acc
         };
+        let chunks: Vec<Vec<S>> = (0..n.div_ceil(IMAGES_PER_CHUNK))
+            .into_par_iter()
+            .map(|ci| partial(ci * IMAGES_PER_CHUNK..((ci + 1) * IMAGES_PER_CHUNK).min(n)))
+            .collect();
+        let total = chunks
+            .into_iter()
+            .reduce(sum_vecs)
+            .unwrap_or_else(|| vec![S::zero(); m * kk]);
         ArrayD::from_shape_vec(IxDyn(ws.shape()), total).expect("sized")
     });
 
@@ -140,6 +169,76 @@ pub fn conv<S: Real>(
         ArrayD::from_shape_vec(IxDyn(&[m]), b).expect("sized")
     });
     Ok(vec![gx, gw, gb])
+}
+
+/// The geometry of dX = conv(dY, flipped Wᵀ) for a stride-1 conv: dY padded by
+/// d·(k−1) − p on each side. None when a pad would be negative (then col2im is used).
+fn transposed_conv_shape(sh: &ConvShape) -> Option<ConvShape> {
+    let g = sh.g;
+    if g.sh != 1 || g.sw != 1 {
+        return None;
+    }
+    let ext = |k: usize, d: usize, p: usize| (d * (k - 1)).checked_sub(p);
+    let t = Geom {
+        h: g.oh,
+        w: g.ow,
+        kh: g.kh,
+        kw: g.kw,
+        sh: 1,
+        sw: 1,
+        dh: g.dh,
+        dw: g.dw,
+        pt: ext(g.kh, g.dh, g.pt)?,
+        pl: ext(g.kw, g.dw, g.pl)?,
+        pb: ext(g.kh, g.dh, g.pb)?,
+        pr: ext(g.kw, g.dw, g.pr)?,
+        oh: g.h,
+        ow: g.w,
+    };
+    // The result is the conv's input: [n, c, h, w] (or [n, c, w] for 1-D).
+    let mut out_shape = vec![sh.n, sh.c];
+    if sh.out_shape.len() == 4 {
+        out_shape.push(g.h);
+    }
+    out_shape.push(g.w);
+    Some(ConvShape {
+        n: sh.n,
+        c: sh.m,
+        m: sh.c,
+        group: sh.group,
+        g: t,
+        out_shape,
+    })
+}
+
+/// W [m][cg][kh][kw] (groups of mg) → W' [c][mg][kh][kw] with W'[g·cg + i][j][a][b] =
+/// W[g·mg + j][i][kh−1−a][kw−1−b].
+fn flip_transpose<S: Real>(
+    w: &[S],
+    m: usize,
+    cg: usize,
+    group: usize,
+    kh: usize,
+    kw: usize,
+) -> Vec<S> {
+    let mg = m / group;
+    let taps = kh * kw;
+    let mut out = vec![S::zero(); w.len()];
+    for gi in 0..group {
+        for j in 0..mg {
+            for i in 0..cg {
+                for a in 0..kh {
+                    for b in 0..kw {
+                        let src =
+                            (((gi * mg + j) * cg + i) * kh + (kh - 1 - a)) * kw + (kw - 1 - b);
+                        let dst = ((gi * cg + i) * mg + j) * taps + a * kw + b;
+                        out[dst] = w[src];
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// ConvTranspose: y = col2im(W_gᵀ·x_g) per group, so dcol = im2col(dY), dX_g = W_g·dcol,

@@ -323,21 +323,10 @@ fn depthwise_plane<S: Real>(x: &[S], k: &[S], g: &Geom, out: &mut [S]) {
     }
 }
 
-/// One image and group of a convolution (any stride, dilation and padding; used for stride 1,
-/// where there is one phase) as a single GEMM
-/// over windows that are plain memory copies. The padded input is split into stride×stride
-/// phase planes; in its phase plane every kernel tap's input window is then one contiguous run,
-/// so building the GEMM operand is one memcpy per (channel, tap) instead of im2col's per-pixel
-/// gather. The output is computed on the phase planes' width and the extra columns dropped.
-fn conv_phased<S: Real>(
-    x: &[S],
-    c: usize,
-    g: &Geom,
-    w: &[S],
-    m: usize,
-    y: &mut [S],
-    parallel: bool,
-) {
+/// The GEMM operand of a conv of one image (c×h×w) built from phase planes (see
+/// `conv_phased`): rows (channel, tap), columns the output grid at the phase-plane width `wq`
+/// (returned), whose columns past `ow` hold values that belong to no output.
+pub fn phased_cols<S: Real>(x: &[S], c: usize, g: &Geom) -> (Vec<S>, usize) {
     let (hp, wp) = (g.h + g.pt + g.pb, g.w + g.pl + g.pr);
     let (hq, wq) = (hp.div_ceil(g.sh), wp.div_ceil(g.sw));
     let phases = g.sh * g.sw;
@@ -374,6 +363,27 @@ fn conv_phased<S: Real>(
             }
         }
     }
+    (col, wq)
+}
+
+/// One image and group of a convolution (any stride, dilation and padding; used for stride 1,
+/// where there is one phase) as a single GEMM
+/// over windows that are plain memory copies. The padded input is split into stride×stride
+/// phase planes; in its phase plane every kernel tap's input window is then one contiguous run,
+/// so building the GEMM operand is one memcpy per (channel, tap) instead of im2col's per-pixel
+/// gather. The output is computed on the phase planes' width and the extra columns dropped.
+fn conv_phased<S: Real>(
+    x: &[S],
+    c: usize,
+    g: &Geom,
+    w: &[S],
+    m: usize,
+    y: &mut [S],
+    parallel: bool,
+) {
+    let (col, wq) = phased_cols(x, c, g);
+    let n = g.oh * wq;
+    let taps = g.kh * g.kw;
     let k = c * taps;
     let mut acc = vec![S::zero(); m * n];
     S::gemm(
