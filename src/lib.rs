@@ -3,7 +3,9 @@
 //! Stages, one module each: [`onnx`] (protobuf I/O), [`ir`] (typed graph), [`interp`] (the
 //! interpreter), [`tensor`] (the tensor and scalar types every stage shares).
 
+pub mod analysis;
 pub mod autodiff;
+pub mod calib;
 pub mod data;
 pub mod error;
 pub mod inspect;

@@ -60,6 +60,13 @@ enum Command {
         /// Concrete shape for an input with dynamic dimensions, e.g. x=1,3,224,224 (repeatable).
         #[arg(long = "shape", value_name = "NAME=D1,D2,..")]
         shapes: Vec<String>,
+        /// The dependency groups: prunable channels, heads and units, their tensor slices, and
+        /// what cannot be pruned and why (probed on --calib, else on synthetic inputs).
+        #[arg(long, conflicts_with = "sensitivity")]
+        groups: bool,
+        /// Also prune LayerNorm'd widths (transformer residual streams) in --groups.
+        #[arg(long, requires = "groups")]
+        prune_hidden: bool,
         /// Curvature report per prunable layer: gradient norm, Hutchinson Hessian trace, HAP
         /// channel-sensitivity spread (needs --calib).
         #[arg(long, requires = "calib")]
@@ -211,6 +218,8 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             layers,
             json,
             shapes,
+            groups,
+            prune_hidden,
             sensitivity,
             calib,
             labels,
@@ -219,6 +228,32 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             probes,
         } => {
             let m = load(&model)?;
+            if groups {
+                let overrides: HashMap<String, Vec<usize>> = shapes
+                    .iter()
+                    .map(|s| inspect::parse_shape_arg(s))
+                    .collect::<onnx_prune::Result<_>>()?;
+                let feeds = match &calib {
+                    Some(p) => onnx_prune::calib::head(
+                        &onnx_prune::calib::load(p, &m.graph, &Default::default())?,
+                        2,
+                    )?,
+                    None => onnx_prune::calib::synthetic(&m.graph, &overrides, 2, seed)?,
+                };
+                let probe = onnx_prune::analysis::Probe::run(&m.graph, feeds)?;
+                let a = onnx_prune::analysis::analyze(
+                    &m.graph,
+                    &probe,
+                    onnx_prune::analysis::Options { prune_hidden },
+                );
+                let r = onnx_prune::analysis::report::summarize(&m.graph, &a);
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                } else {
+                    print!("{}", r.render(true));
+                }
+                return Ok(());
+            }
             if sensitivity {
                 let calib = calib.expect("clap requires --calib");
                 let feeds = read_tensors(&calib)?;

@@ -212,11 +212,7 @@ impl Objective {
     /// The objective's value and its gradient with respect to each value it reads (the seeds of
     /// the reverse sweep), in the compute type (on dual numbers the gradient's tangent is the
     /// objective's Hessian times the values' tangents).
-    pub fn evaluate<S: Real>(
-        &self,
-        g: &Graph,
-        tape: &Tape<S>,
-    ) -> Result<(S, Seeds<S>)> {
+    pub fn evaluate<S: Real>(&self, g: &Graph, tape: &Tape<S>) -> Result<(S, Seeds<S>)> {
         match self {
             Objective::Sum(terms) => {
                 let mut total = S::zero();
