@@ -165,3 +165,40 @@ pub fn all_cases() -> Vec<Case> {
     v.extend(real_cases());
     v
 }
+
+/// Runs `onnx.checker.check_model(full_check=True)` (strict shape inference) on every file,
+/// in one Python process of the setup's venv; panics naming the files that fail.
+pub fn onnx_check_files(paths: &[PathBuf]) {
+    if paths.is_empty() {
+        return;
+    }
+    let py = deps().join("venv/bin/python");
+    assert!(
+        py.is_file(),
+        "{} is missing: run scripts/setup.sh",
+        py.display()
+    );
+    let script = "import onnx, sys\nbad = []\nfor p in sys.argv[1:]:\n    try:\n        onnx.checker.check_model(onnx.load(p), full_check=True)\n    except Exception as e:\n        bad.append(f'{p}: {e}')\nprint('\\n'.join(bad))\nsys.exit(1 if bad else 0)\n";
+    let out = std::process::Command::new(py)
+        .arg("-c")
+        .arg(script)
+        .args(paths)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "onnx.checker rejects:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A fresh folder under target/ for a test's files.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/test-scratch")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

@@ -1,0 +1,422 @@
+//! IR + removal plan → a new ModelProto: weights physically shrink (in their own form:
+//! initializer or Constant node), every dependent attribute and shape constant follows
+//! (Conv `group`, Reshape targets, Split sizes, Slice bounds, Resize sizes, Expand shapes),
+//! value_info follows the new sizes, and everything else is written back as it came.
+
+mod shape_consts;
+pub mod tensors;
+
+use crate::analysis::{Analysis, Fix, Probe, Role, UnitRef};
+use crate::error::{Error, Result};
+use crate::ir::{Model, Op, ValueId};
+use crate::onnx::proto::{
+    AttributeProto, attribute_proto::AttributeType, tensor_shape_proto::dimension, type_proto,
+};
+use crate::onnx::{ModelProto, NodeProto};
+use crate::tensor::{Data, Tensor};
+use shape_consts::{IntEdits, resolve};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// What to change: removed units (per group, per unit) and new full-size values for weights
+/// (compensation refits), applied before slicing.
+#[derive(Debug, Clone, Default)]
+pub struct Edit {
+    pub removed: Vec<Vec<bool>>,
+    pub replace: HashMap<ValueId, Tensor<f32>>,
+}
+
+impl Edit {
+    pub fn none(a: &Analysis) -> Edit {
+        Edit {
+            removed: a
+                .groups
+                .iter()
+                .map(|g| vec![false; g.units.len()])
+                .collect(),
+            replace: HashMap::new(),
+        }
+    }
+
+    pub fn is_removed(&self, u: UnitRef) -> bool {
+        self.removed
+            .get(u.0)
+            .and_then(|g| g.get(u.1))
+            .copied()
+            .unwrap_or(false)
+    }
+}
+
+/// Indices removed from each weight, per axis.
+pub fn removed_indices(
+    a: &Analysis,
+    edit: &Edit,
+) -> BTreeMap<ValueId, BTreeMap<usize, BTreeSet<usize>>> {
+    let mut out: BTreeMap<ValueId, BTreeMap<usize, BTreeSet<usize>>> = BTreeMap::new();
+    for (gi, grp) in a.groups.iter().enumerate() {
+        for (ui, u) in grp.units.iter().enumerate() {
+            if !edit.is_removed((gi, ui)) {
+                continue;
+            }
+            for s in &u.slices {
+                out.entry(s.weight)
+                    .or_default()
+                    .entry(s.axis)
+                    .or_default()
+                    .insert(s.index);
+            }
+        }
+    }
+    out
+}
+
+struct Ctx<'a> {
+    model: &'a Model,
+    a: &'a Analysis,
+    probe: &'a Probe,
+    edit: &'a Edit,
+    producer: Vec<Option<usize>>,
+}
+
+impl Ctx<'_> {
+    /// Kept positions of a tracked value in `range` of its channel axis.
+    fn kept(&self, v: ValueId, range: std::ops::Range<usize>) -> usize {
+        match &self.a.tracks[v] {
+            Some(t) => t.pos[range]
+                .iter()
+                .filter(|p| p.is_none_or(|u| !self.edit.is_removed(u)))
+                .count(),
+            None => range.len(),
+        }
+    }
+
+    fn old_shape(&self, v: ValueId) -> Result<Vec<usize>> {
+        self.probe.shape(v).map(|s| s.to_vec()).ok_or_else(|| {
+            Error::graph(
+                format!("value {:?}", self.model.graph.name(v)),
+                "has no known shape",
+            )
+        })
+    }
+
+    fn new_shape(&self, v: ValueId) -> Result<Vec<usize>> {
+        let mut s = self.old_shape(v)?;
+        if let Some(t) = &self.a.tracks[v] {
+            s[t.axis] = self.kept(v, 0..t.pos.len());
+        }
+        Ok(s)
+    }
+
+    fn input(&self, node: usize, k: usize) -> Option<ValueId> {
+        self.model.graph.nodes[node]
+            .inputs
+            .get(k)
+            .copied()
+            .flatten()
+    }
+
+    fn output(&self, node: usize, k: usize) -> Option<ValueId> {
+        self.model.graph.nodes[node]
+            .outputs
+            .get(k)
+            .copied()
+            .flatten()
+    }
+
+    fn ints(&self, v: Option<ValueId>) -> Option<Vec<i64>> {
+        v.and_then(|v| self.probe.int(v)).map(|s| s.to_vec())
+    }
+
+    /// Asks for entry `k` of integer value `v` to become `value`; entries computed at run time
+    /// follow by themselves.
+    fn request(&self, edits: &mut IntEdits, node: usize, v: ValueId, k: usize, value: i64) {
+        if let Some((c, idx)) = resolve(&self.model.graph, &self.producer, self.probe, v, k) {
+            edits.request(c, node, idx, value);
+        }
+    }
+}
+
+fn set_ints(n: &mut NodeProto, name: &str, v: &[i64]) {
+    n.attribute.retain(|a| a.name() != name);
+    n.attribute.push(AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Ints as i32),
+        ints: v.to_vec(),
+        ..Default::default()
+    });
+}
+
+fn set_int(n: &mut NodeProto, name: &str, v: i64) {
+    if let Some(a) = n.attribute.iter_mut().find(|a| a.name() == name) {
+        a.i = Some(v);
+        return;
+    }
+    n.attribute.push(AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Int as i32),
+        i: Some(v),
+        ..Default::default()
+    });
+}
+
+/// Applies `edit` to `model`: the pruned ModelProto.
+pub fn apply(model: &Model, a: &Analysis, probe: &Probe, edit: &Edit) -> Result<ModelProto> {
+    let g = &model.graph;
+    let mut producer = vec![None; g.values.len()];
+    for (i, n) in g.nodes.iter().enumerate() {
+        for &o in n.outputs.iter().flatten() {
+            producer[o] = Some(i);
+        }
+    }
+    let cx = Ctx {
+        model,
+        a,
+        probe,
+        edit,
+        producer,
+    };
+    let mut m = model.source.proto.clone();
+    let mut nodes: Vec<NodeProto> = g.nodes.iter().map(|n| n.proto.clone()).collect();
+
+    // Weights: refit values first, then the removed slices.
+    let removed = removed_indices(a, edit);
+    let mut touched: BTreeSet<ValueId> = removed.keys().copied().collect();
+    touched.extend(edit.replace.keys().copied());
+    for w in touched {
+        let base = edit.replace.get(&w).unwrap_or(&g.weights[&w].tensor);
+        let t = match removed.get(&w) {
+            Some(r) => tensors::drop_indices(base, r),
+            None => base.clone(),
+        };
+        tensors::set_weight(&mut m, g, &mut nodes, w, &t);
+    }
+
+    let mut edits = IntEdits::default();
+    for fix in &a.fixes {
+        match *fix {
+            Fix::ConvGroup { node } => {
+                let x = cx.input(node, 0).expect("conv input");
+                let (old, new) = (cx.old_shape(x)?[1], cx.new_shape(x)?[1]);
+                let Ok(Op::Conv { group, .. }) = &g.nodes[node].op else {
+                    continue;
+                };
+                let per = (old / group).max(1);
+                if new != old {
+                    set_int(&mut nodes[node], "group", (new / per) as i64);
+                }
+            }
+            Fix::Reshape { node } => {
+                let (Some(shape_v), Some(o)) = (cx.input(node, 1), cx.output(node, 0)) else {
+                    continue;
+                };
+                let (old_out, new_out) = (cx.old_shape(o)?, cx.new_shape(o)?);
+                let Some(target) = cx.ints(Some(shape_v)) else {
+                    continue;
+                };
+                for k in 0..old_out.len().min(target.len()) {
+                    if old_out[k] != new_out[k] && target[k] != -1 && target[k] != 0 {
+                        cx.request(&mut edits, node, shape_v, k, new_out[k] as i64);
+                    }
+                }
+            }
+            Fix::Split { node } => split_fix(&cx, &mut edits, &mut m, &mut nodes, node)?,
+            Fix::Slice { node, axis } => slice_fix(&cx, &mut edits, &mut nodes, node, axis)?,
+            Fix::Resize { node } => {
+                let (Some(x), Some(sizes)) = (cx.input(node, 0), cx.input(node, 3)) else {
+                    continue;
+                };
+                let new_c = cx.new_shape(x)?[1];
+                if cx.ints(Some(sizes)).is_some_and(|s| s.len() > 1) {
+                    cx.request(&mut edits, node, sizes, 1, new_c as i64);
+                }
+            }
+            Fix::Expand { node } => {
+                let (Some(shape_v), Some(o)) = (cx.input(node, 1), cx.output(node, 0)) else {
+                    continue;
+                };
+                let (old_out, new_out) = (cx.old_shape(o)?, cx.new_shape(o)?);
+                let Some(target) = cx.ints(Some(shape_v)) else {
+                    continue;
+                };
+                let off = old_out.len() - target.len();
+                for (k, &t) in target.iter().enumerate() {
+                    if old_out[k + off] != new_out[k + off] && t as usize == old_out[k + off] {
+                        cx.request(&mut edits, node, shape_v, k, new_out[k + off] as i64);
+                    }
+                }
+            }
+        }
+    }
+    let mut inserts = edits.apply(&mut m, g, &mut nodes)?;
+    inserts.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+    for (at, n) in inserts {
+        nodes.insert(at, n);
+    }
+
+    // value_info follows the new sizes.
+    let gp = m.graph.as_mut().expect("graph");
+    for vi in gp.value_info.iter_mut().chain(gp.output.iter_mut()) {
+        let Some(id) = g.id(vi.name()) else { continue };
+        let Some(t) = &a.tracks[id] else { continue };
+        let new_len = cx.kept(id, 0..t.pos.len()) as i64;
+        if let Some(type_proto::Value::TensorType(tt)) =
+            vi.r#type.as_mut().and_then(|t| t.value.as_mut())
+            && let Some(d) = tt.shape.as_mut().and_then(|s| s.dim.get_mut(t.axis))
+            && matches!(d.value, Some(dimension::Value::DimValue(_)))
+        {
+            d.value = Some(dimension::Value::DimValue(new_len));
+        }
+    }
+    gp.node = nodes;
+    Ok(m)
+}
+
+fn split_fix(
+    cx: &Ctx,
+    edits: &mut IntEdits,
+    m: &mut ModelProto,
+    nodes: &mut [NodeProto],
+    node: usize,
+) -> Result<()> {
+    let g = &cx.model.graph;
+    let Ok(Op::Split { axis, split }) = &g.nodes[node].op else {
+        return Ok(());
+    };
+    let x = cx.input(node, 0).expect("split input");
+    let rank = cx.old_shape(x)?.len();
+    let k = crate::interp::ops::util::axis(*axis, rank)
+        .map_err(|e| Error::graph(g.nodes[node].label(), e))?;
+    let mut sizes = Vec::new();
+    for o in g.nodes[node].outputs.iter() {
+        let o = o.ok_or_else(|| Error::graph(g.nodes[node].label(), "has an omitted output"))?;
+        sizes.push(cx.new_shape(o)?[k] as i64);
+    }
+    if split.is_some() {
+        set_ints(&mut nodes[node], "split", &sizes);
+    } else if let Some(sv) = cx.input(node, 1) {
+        for (j, &s) in sizes.iter().enumerate() {
+            cx.request(edits, node, sv, j, s);
+        }
+    } else if g.opset >= 13 {
+        let name = format!(
+            "{}_split_pruned",
+            cx.model.graph.nodes[node].outputs[0]
+                .map(|o| g.name(o))
+                .unwrap_or("split")
+        );
+        let t = Tensor::<f32>::i64_vec(sizes.clone());
+        m.graph
+            .as_mut()
+            .expect("graph")
+            .initializer
+            .push(crate::tensor::tensor_to_proto(&t, &name));
+        let n = &mut nodes[node];
+        n.attribute.retain(|a| a.name() != "num_outputs");
+        if n.input.len() < 2 {
+            n.input.push(name);
+        } else {
+            n.input[1] = name;
+        }
+    } else {
+        set_ints(&mut nodes[node], "split", &sizes);
+    }
+    Ok(())
+}
+
+fn slice_fix(
+    cx: &Ctx,
+    edits: &mut IntEdits,
+    nodes: &mut [NodeProto],
+    node: usize,
+    axis: usize,
+) -> Result<()> {
+    let g = &cx.model.graph;
+    let Ok(Op::Slice { attr }) = &g.nodes[node].op else {
+        return Ok(());
+    };
+    let x = cx.input(node, 0).expect("slice input");
+    let s = cx.old_shape(x)?;
+    let (starts, ends, axes) = match attr {
+        Some((st, en, ax)) => (Some(st.clone()), Some(en.clone()), ax.clone()),
+        None => (
+            cx.ints(cx.input(node, 1)),
+            cx.ints(cx.input(node, 2)),
+            cx.ints(cx.input(node, 3)),
+        ),
+    };
+    let (Some(starts), Some(ends)) = (starts, ends) else {
+        return Ok(());
+    };
+    let axes: Vec<usize> = match axes {
+        Some(a) => a
+            .iter()
+            .map(|&a| crate::interp::ops::util::axis(a, s.len()).unwrap_or(usize::MAX))
+            .collect(),
+        None => (0..starts.len()).collect(),
+    };
+    let Some(j) = axes.iter().position(|&a| a == axis) else {
+        return Ok(());
+    };
+    let d = s[axis] as i64;
+    let clamp = |v: i64| if v < 0 { (v + d).clamp(0, d) } else { v.min(d) };
+    let (b, e) = (clamp(starts[j]) as usize, clamp(ends[j]) as usize);
+    let nb = cx.kept(x, 0..b) as i64;
+    let ne = nb + cx.kept(x, b..e.max(b)) as i64;
+    let (new_start, new_end) = (
+        if starts[j] == 0 { 0 } else { nb },
+        if ends[j] >= d { ends[j] } else { ne },
+    );
+    match attr {
+        Some(_) => {
+            let mut st = starts.clone();
+            let mut en = ends.clone();
+            st[j] = new_start;
+            en[j] = new_end;
+            set_ints(&mut nodes[node], "starts", &st);
+            set_ints(&mut nodes[node], "ends", &en);
+        }
+        None => {
+            if new_start != starts[j] {
+                cx.request(
+                    edits,
+                    node,
+                    cx.input(node, 1).expect("starts"),
+                    j,
+                    new_start,
+                );
+            }
+            if new_end != ends[j] {
+                cx.request(edits, node, cx.input(node, 2).expect("ends"), j, new_end);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The original model with the removed units' consumer slices (Role::In) zeroed: it computes
+/// exactly what the pruned model computes when removal is exact.
+pub fn zero_consumers(model: &Model, a: &Analysis, edit: &Edit) -> Result<ModelProto> {
+    let g = &model.graph;
+    let mut m = model.source.proto.clone();
+    let mut nodes: Vec<NodeProto> = g.nodes.iter().map(|n| n.proto.clone()).collect();
+    let mut zeroed: BTreeMap<ValueId, Tensor<f32>> = BTreeMap::new();
+    for (gi, grp) in a.groups.iter().enumerate() {
+        for (ui, u) in grp.units.iter().enumerate() {
+            if !edit.is_removed((gi, ui)) {
+                continue;
+            }
+            for s in u.slices.iter().filter(|s| s.role == Role::In) {
+                let t = zeroed
+                    .entry(s.weight)
+                    .or_insert_with(|| g.weights[&s.weight].tensor.clone());
+                if let Data::Float(arr) = &mut t.data {
+                    arr.index_axis_mut(ndarray::Axis(s.axis), s.index).fill(0.0);
+                }
+            }
+        }
+    }
+    for (w, t) in &zeroed {
+        tensors::set_weight(&mut m, g, &mut nodes, *w, t);
+    }
+    m.graph.as_mut().expect("graph").node = nodes;
+    Ok(m)
+}
