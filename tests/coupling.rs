@@ -93,7 +93,8 @@ fn check_removal(
 #[test]
 fn every_coupling_case_prunes_exactly() {
     use GroupKind::*;
-    let expect: &[(&str, &[(GroupKind, usize, usize)], usize)] = &[
+    type Case = (&'static str, &'static [(GroupKind, usize, usize)], usize);
+    let expect: &[Case] = &[
         (
             "residual",
             &[
