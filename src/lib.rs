@@ -12,6 +12,7 @@ pub mod inspect;
 pub mod interp;
 pub mod ir;
 pub mod onnx;
+pub mod prune;
 pub mod rewrite;
 pub mod runtime;
 pub mod sensitivity;

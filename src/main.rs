@@ -18,19 +18,25 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod cli;
+
 #[derive(Parser)]
 #[command(
     name = "onnx-prune",
     version,
     about = "Make ONNX models smaller while computing nearly the same function",
-    after_help = "Examples:\n  onnx-prune inspect fixtures/resnet.onnx --layers\n  onnx-prune eval fixtures/resnet.onnx --data fixtures/mnist_calib_small.npz --out out.npz\n  onnx-prune compare a.onnx b.onnx --data fixtures/mnist_heldout.npz --labels fixtures/mnist_heldout_labels.npy"
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "Examples:\n  onnx-prune fixtures/resnet.onnx out.onnx --structured 0.5 --calib fixtures/mnist_calib.npz --labels fixtures/mnist_calib_labels.npy\n  onnx-prune model.onnx small.onnx --structured 0.3 --criterion taylor --calib images/ --size 224 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 --max-drop 0.01 --report report.json\n  onnx-prune inspect fixtures/resnet.onnx --layers\n  onnx-prune inspect fixtures/resnet.onnx --groups\n  onnx-prune eval fixtures/resnet.onnx --data fixtures/mnist_calib_small.npz --out out.npz\n  onnx-prune compare a.onnx b.onnx --data fixtures/mnist_heldout.npz --labels fixtures/mnist_heldout_labels.npy"
 )]
 struct Cli {
-    /// Worker threads for the interpreter (default: all cores).
+    /// Worker threads for the interpreter and onnxruntime (default: all cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    prune: cli::prune::PruneArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -173,12 +179,19 @@ fn main() -> ExitCode {
             .num_threads(n)
             .build_global();
     }
-    match run(cli.command, cli.threads.unwrap_or(0)) {
+    let threads = cli.threads.unwrap_or(0);
+    let result = match cli.command {
+        Some(cmd) => run(cmd, threads),
+        None => cli::prune::run(cli.prune, threads),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let msg = format!("{e:#}").replace('\n', " ");
             eprintln!("error: {msg}");
-            if e.downcast_ref::<ValidationFailure>().is_some() {
+            if e.downcast_ref::<ValidationFailure>().is_some()
+                || e.downcast_ref::<cli::prune::Rejected>().is_some()
+            {
                 ExitCode::from(2)
             } else {
                 ExitCode::from(1)

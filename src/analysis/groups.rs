@@ -14,7 +14,7 @@
 use super::probe::Probe;
 use super::rules::Builder;
 use crate::ir::{Graph, ValueId};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Which side of a layer a slice belongs to.
@@ -51,8 +51,8 @@ pub struct Unit {
     pub flops: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum GroupKind {
     /// Convolution output channels.
     Channels,
@@ -125,6 +125,11 @@ pub struct Analysis {
     /// Units whose removal changes the function beyond zeroing their consumers (LayerNorm'd
     /// widths under `prune_hidden`).
     pub approximate: Vec<UnitRef>,
+    /// FLOPs per sample that each element of a layer weight costs (2 × output positions).
+    pub flops_per_weight: std::collections::HashMap<ValueId, f64>,
+    /// Sliced values that are a weight reshaped (a bias as [1, C, 1, 1]): the weight, and the
+    /// weight's axis for each of the value's axes. Their Reshape targets follow the weight.
+    pub derived: BTreeMap<ValueId, (ValueId, Vec<Option<usize>>)>,
 }
 
 impl Analysis {

@@ -35,6 +35,7 @@ pub(crate) struct Builder<'a> {
     heads: HashSet<Elem>,
     conv_groups: HashSet<Elem>,
     approximate: HashSet<Elem>,
+    derived: BTreeMap<ValueId, (ValueId, Vec<Option<usize>>)>,
 }
 
 fn rank_axis(a: i64, rank: usize) -> Option<usize> {
@@ -58,6 +59,7 @@ impl<'a> Builder<'a> {
             heads: HashSet::new(),
             conv_groups: HashSet::new(),
             approximate: HashSet::new(),
+            derived: BTreeMap::new(),
         }
     }
 
@@ -104,15 +106,12 @@ impl<'a> Builder<'a> {
             );
             return false;
         };
-        if let Some((_, _, producer)) = self.alias.get(&v).cloned() {
+        if let Some((_, map, producer)) = self.alias.get(&v).cloned() {
             self.registered.insert((producer, w));
             if matches!(self.g.nodes[producer].op, Ok(Op::Reshape { .. })) {
                 self.fixes.push(Fix::Reshape { node: producer });
             }
-            self.tracks[v] = Some(T {
-                axis,
-                pos: pos.to_vec(),
-            });
+            self.derived.insert(v, (w, map));
         }
         self.slice(node, w, wa, pos, role);
         true
@@ -484,7 +483,9 @@ impl<'a> Builder<'a> {
                 self.neutral(i, Some(v));
                 continue;
             }
-            let sliced = s[ak] == c && self.slice_value(i, v, ak, &base, Role::Param);
+            let sliced = s[ak] == c
+                && self.weight(v).is_some()
+                && self.slice_value(i, v, ak, &base, Role::Param);
             match sliced {
                 true => {}
                 false => {
@@ -1472,6 +1473,8 @@ impl<'a> Builder<'a> {
             tracks,
             fixes,
             approximate,
+            flops_per_weight: flops_per_elem,
+            derived: std::mem::take(&mut self.derived),
         }
     }
 

@@ -75,6 +75,7 @@ struct Ctx<'a> {
     probe: &'a Probe,
     edit: &'a Edit,
     producer: Vec<Option<usize>>,
+    removed: BTreeMap<ValueId, BTreeMap<usize, BTreeSet<usize>>>,
 }
 
 impl Ctx<'_> {
@@ -100,7 +101,13 @@ impl Ctx<'_> {
 
     fn new_shape(&self, v: ValueId) -> Result<Vec<usize>> {
         let mut s = self.old_shape(v)?;
-        if let Some(t) = &self.a.tracks[v] {
+        if let Some((w, map)) = self.a.derived.get(&v) {
+            for (k, src) in map.iter().enumerate() {
+                if let Some(r) = src.and_then(|a| self.removed.get(w).and_then(|r| r.get(&a))) {
+                    s[k] -= r.len();
+                }
+            }
+        } else if let Some(t) = &self.a.tracks[v] {
             s[t.axis] = self.kept(v, 0..t.pos.len());
         }
         Ok(s)
@@ -167,18 +174,19 @@ pub fn apply(model: &Model, a: &Analysis, probe: &Probe, edit: &Edit) -> Result<
             producer[o] = Some(i);
         }
     }
+    let removed = removed_indices(a, edit);
     let cx = Ctx {
         model,
         a,
         probe,
         edit,
         producer,
+        removed: removed.clone(),
     };
     let mut m = model.source.proto.clone();
     let mut nodes: Vec<NodeProto> = g.nodes.iter().map(|n| n.proto.clone()).collect();
 
     // Weights: refit values first, then the removed slices.
-    let removed = removed_indices(a, edit);
     let mut touched: BTreeSet<ValueId> = removed.keys().copied().collect();
     touched.extend(edit.replace.keys().copied());
     for w in touched {
@@ -252,8 +260,38 @@ pub fn apply(model: &Model, a: &Analysis, probe: &Probe, edit: &Edit) -> Result<
         nodes.insert(at, n);
     }
 
-    // value_info follows the new sizes.
+    // value_info follows the new sizes: values on a pruned axis, and weights whose shape
+    // changed (IR < 4 lists initializers among the graph inputs, with their shapes).
     let gp = m.graph.as_mut().expect("graph");
+    let new_weight_shape: HashMap<String, Vec<i64>> = gp
+        .initializer
+        .iter()
+        .map(|t| (t.name().to_string(), t.dims.clone()))
+        .filter(|(n, dims)| {
+            g.id(n).and_then(|id| g.weights.get(&id)).is_some_and(|w| {
+                w.tensor
+                    .shape()
+                    .iter()
+                    .map(|&d| d as i64)
+                    .collect::<Vec<_>>()
+                    != *dims
+            })
+        })
+        .collect();
+    for vi in gp.input.iter_mut().chain(gp.value_info.iter_mut()) {
+        let Some(dims) = new_weight_shape.get(vi.name()) else {
+            continue;
+        };
+        if let Some(type_proto::Value::TensorType(tt)) =
+            vi.r#type.as_mut().and_then(|t| t.value.as_mut())
+            && let Some(shape) = tt.shape.as_mut()
+            && shape.dim.len() == dims.len()
+        {
+            for (d, &v) in shape.dim.iter_mut().zip(dims) {
+                d.value = Some(dimension::Value::DimValue(v));
+            }
+        }
+    }
     for vi in gp.value_info.iter_mut().chain(gp.output.iter_mut()) {
         let Some(id) = g.id(vi.name()) else { continue };
         let Some(t) = &a.tracks[id] else { continue };

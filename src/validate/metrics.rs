@@ -45,6 +45,8 @@ pub fn agreement(
     }
     let cosine = if nr == 0.0 && ng == 0.0 {
         1.0
+    } else if nr == 0.0 || ng == 0.0 {
+        0.0
     } else {
         dot / (nr.sqrt() * ng.sqrt())
     };

@@ -1,0 +1,349 @@
+//! `onnx-prune IN.onnx OUT.onnx --structured R …`: the main job.
+
+use anyhow::{Context, Result, bail};
+use clap::ValueEnum;
+use onnx_prune::calib::{self, ImageOptions, Layout};
+use onnx_prune::interp::Feeds;
+use onnx_prune::ir::Model;
+use onnx_prune::prune::{self, Criterion, Plan, StructuredOptions, Target};
+use onnx_prune::runtime::Device;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LayoutArg {
+    Nchw,
+    Nhwc,
+}
+
+#[derive(clap::Args)]
+pub struct PruneArgs {
+    /// The model to compress.
+    pub input: Option<PathBuf>,
+    /// Where to write the compressed model (atomically; never over the input).
+    pub output: Option<PathBuf>,
+    /// Structured pruning: remove this fraction of the target (see --target), in [0, 1).
+    #[arg(long, value_name = "R")]
+    pub structured: Option<f64>,
+    /// Importance of each channel, head or unit.
+    #[arg(long, value_enum, default_value_t = Criterion::Magnitude)]
+    pub criterion: Criterion,
+    /// What --structured is a fraction of.
+    #[arg(long, value_enum, default_value_t = Target::Prunable)]
+    pub target: Target,
+    /// Remove at most this fraction of any one group (layer collapse guard).
+    #[arg(long, default_value_t = 0.9, value_name = "F")]
+    pub max_layer_ratio: f64,
+    /// Kept channel/feature counts of pruned groups are multiples of N (onnxruntime's CPU
+    /// kernels work in blocks of 8 or 16 channels: other counts can be slower than the dense
+    /// model); 1 turns rounding off. Heads and conv groups are not rounded.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub round_to: usize,
+    /// Also prune widths normalised by LayerNormalization (transformer residual streams);
+    /// not exact.
+    #[arg(long)]
+    pub prune_hidden: bool,
+    /// Calibration data: .npz keyed by input name, a .npy, a folder of .npz/.npy, or a folder
+    /// of images (see --size, --mean, --std, --layout). Without it: synthetic inputs.
+    #[arg(long, value_name = "PATH")]
+    pub calib: Option<PathBuf>,
+    /// Integer labels (.npy) of the calibration samples.
+    #[arg(long, value_name = "L.npy")]
+    pub labels: Option<PathBuf>,
+    /// Held-out data for validation (default: the last fifth of --calib).
+    #[arg(long, value_name = "PATH")]
+    pub eval: Option<PathBuf>,
+    /// Integer labels (.npy) of the --eval samples.
+    #[arg(long, value_name = "L.npy")]
+    pub eval_labels: Option<PathBuf>,
+    /// Calibration samples scored (the first ones).
+    #[arg(long, default_value_t = 256)]
+    pub calib_samples: usize,
+    /// Image size H,W for an image folder (default: the input's declared size).
+    #[arg(long, value_delimiter = ',', num_args = 1..=2, value_name = "H,W")]
+    pub size: Vec<usize>,
+    /// Per-channel mean after scaling pixels to [0, 1], e.g. 0.485,0.456,0.406.
+    #[arg(long, value_delimiter = ',', value_name = "M,..")]
+    pub mean: Vec<f32>,
+    /// Per-channel std after scaling pixels to [0, 1], e.g. 0.229,0.224,0.225.
+    #[arg(long, value_delimiter = ',', value_name = "S,..")]
+    pub std: Vec<f32>,
+    /// Image layout (default: from the input's shape).
+    #[arg(long, value_enum)]
+    pub layout: Option<LayoutArg>,
+    /// Concrete shape for a dynamic input when no --calib is given, e.g. x=1,3,224,224.
+    #[arg(long = "shape", value_name = "NAME=D1,D2,..")]
+    pub shapes: Vec<String>,
+    /// Seed of every random choice (synthetic data, probes): same inputs and seed, same file.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Refuse to write (exit 2) when accuracy (with labels), else top-1 agreement with the
+    /// original, else 1 − cosine similarity, drops by more than this (a fraction, 0.01 = 1 point).
+    #[arg(long, value_name = "X")]
+    pub max_drop: Option<f64>,
+    /// Write the machine-readable report here.
+    #[arg(long, value_name = "OUT.json")]
+    pub report: Option<PathBuf>,
+    /// Write the exact plan (scores, removed units and tensor indices) here.
+    #[arg(long, value_name = "PLAN.json")]
+    pub plan_out: Option<PathBuf>,
+    /// Re-apply a plan written by --plan-out instead of scoring.
+    #[arg(long, value_name = "PLAN.json")]
+    pub plan_in: Option<PathBuf>,
+    /// Overwrite an existing output.
+    #[arg(long)]
+    pub force: bool,
+    /// Execution provider for validation and latency.
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
+    /// Timed onnxruntime runs per model for the latency comparison (0: none).
+    #[arg(long, default_value_t = 20)]
+    pub latency_runs: usize,
+}
+
+fn progress_bars() -> impl FnMut(&str, usize, usize) {
+    use std::io::IsTerminal;
+    let tty = std::io::stderr().is_terminal();
+    let mut bar: Option<(String, indicatif::ProgressBar)> = None;
+    move |stage: &str, done: usize, total: usize| {
+        if !tty {
+            return;
+        }
+        if bar.as_ref().is_none_or(|(s, _)| s != stage) {
+            if let Some((_, b)) = bar.take() {
+                b.finish_and_clear();
+            }
+            let b = indicatif::ProgressBar::new(total as u64);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{msg:<12} {bar:30} {pos}/{len} [{elapsed}]",
+            ) {
+                b.set_style(style);
+            }
+            b.set_message(stage.to_string());
+            bar = Some((stage.to_string(), b));
+        }
+        if let Some((_, b)) = &bar {
+            b.set_position(done as u64);
+            if done >= total {
+                b.finish_and_clear();
+            }
+        }
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (
+        std::fs::canonicalize(a),
+        b.parent().map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        }),
+    ) {
+        (Ok(ca), Some(dir)) => std::fs::canonicalize(dir)
+            .map(|d| d.join(b.file_name().unwrap_or_default()) == ca)
+            .unwrap_or(false),
+        _ => false,
+    }
+}
+
+fn labels_of(p: &Option<PathBuf>, n: usize, what: &str) -> Result<Option<Vec<i64>>> {
+    let Some(p) = p else { return Ok(None) };
+    let l = calib::load_labels(p)?;
+    if l.len() != n {
+        bail!("{}: {} labels for {n} {what} samples", p.display(), l.len());
+    }
+    Ok(Some(l))
+}
+
+/// Calibration and held-out data from the arguments.
+fn data(m: &Model, a: &PruneArgs) -> Result<prune::Data> {
+    let img = ImageOptions {
+        size: match a.size.as_slice() {
+            [] => None,
+            [s] => Some((*s, *s)),
+            [h, w, ..] => Some((*h, *w)),
+        },
+        mean: if a.mean.is_empty() {
+            vec![0.0]
+        } else {
+            a.mean.clone()
+        },
+        std: if a.std.is_empty() {
+            vec![1.0]
+        } else {
+            a.std.clone()
+        },
+        layout: a.layout.map(|l| match l {
+            LayoutArg::Nchw => Layout::Nchw,
+            LayoutArg::Nhwc => Layout::Nhwc,
+        }),
+    };
+    if a.std.contains(&0.0) {
+        bail!("--std must not contain 0");
+    }
+    let g = &m.graph;
+    let Some(cp) = &a.calib else {
+        if a.labels.is_some() || a.eval.is_some() {
+            bail!("--labels and --eval need --calib");
+        }
+        eprintln!(
+            "warning: no --calib given: using synthetic inputs (N(0,1) floats, in-range token ids); the scores and the validation mean little"
+        );
+        let overrides: HashMap<String, Vec<usize>> = a
+            .shapes
+            .iter()
+            .map(|s| onnx_prune::inspect::parse_shape_arg(s))
+            .collect::<onnx_prune::Result<_>>()?;
+        return Ok(prune::Data {
+            calib: calib::synthetic(g, &overrides, 64, a.seed)?,
+            calib_labels: None,
+            eval: calib::synthetic(g, &overrides, 16, a.seed.wrapping_add(1))?,
+            eval_labels: None,
+            source: "synthetic inputs".into(),
+            synthetic: true,
+        });
+    };
+    let all: Feeds<f32> = calib::load(cp, g, &img)?;
+    let n = onnx_prune::autodiff::curvature::batch_size(&all)?;
+    let all_labels = labels_of(&a.labels, n, "calibration")?;
+    let source = cp.display().to_string();
+    if let Some(ep) = &a.eval {
+        let eval = calib::load(ep, g, &img)?;
+        let ne = onnx_prune::autodiff::curvature::batch_size(&eval)?;
+        return Ok(prune::Data {
+            calib: all,
+            calib_labels: all_labels,
+            eval,
+            eval_labels: labels_of(&a.eval_labels, ne, "--eval")?,
+            source,
+            synthetic: false,
+        });
+    }
+    if a.eval_labels.is_some() {
+        bail!("--eval-labels needs --eval");
+    }
+    // Hold out the last fifth; with a single sample, validate on it.
+    let held = if n >= 2 { n.div_ceil(5) } else { 0 };
+    if held == 0 {
+        eprintln!("warning: one calibration sample: it is also the validation sample");
+        return Ok(prune::Data {
+            eval: all.clone(),
+            eval_labels: all_labels.clone(),
+            calib: all,
+            calib_labels: all_labels,
+            source,
+            synthetic: false,
+        });
+    }
+    let (c, e) = calib::split(&all, held)?;
+    let (cl, el) = match all_labels {
+        Some(l) => (Some(l[..n - held].to_vec()), Some(l[n - held..].to_vec())),
+        None => (None, None),
+    };
+    Ok(prune::Data {
+        calib: c,
+        calib_labels: cl,
+        eval: e,
+        eval_labels: el,
+        source,
+        synthetic: false,
+    })
+}
+
+/// Exit status 2 is for a result the gate rejects.
+#[derive(Debug)]
+pub struct Rejected(pub String);
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Rejected {}
+
+pub fn run(a: PruneArgs, threads: usize) -> Result<()> {
+    let (Some(input), Some(output)) = (a.input.clone(), a.output.clone()) else {
+        bail!(
+            "give a model and an output path: onnx-prune IN.onnx OUT.onnx --structured 0.5 (see --help)"
+        );
+    };
+    let Some(ratio) = a.structured else {
+        bail!("nothing to do: give --structured R (the fraction to remove, e.g. 0.5)");
+    };
+    if !(0.0..1.0).contains(&ratio) {
+        bail!("--structured {ratio} must be in [0, 1)");
+    }
+    if !(0.0..=1.0).contains(&a.max_layer_ratio) {
+        bail!("--max-layer-ratio {} must be in [0, 1]", a.max_layer_ratio);
+    }
+    if a.round_to == 0 {
+        bail!("--round-to must be at least 1");
+    }
+    if let Some(x) = a.max_drop
+        && !(0.0..=1.0).contains(&x)
+    {
+        bail!("--max-drop {x} must be a fraction in [0, 1]");
+    }
+    if same_file(&input, &output) {
+        bail!(
+            "the output {} is the input: choose another path",
+            output.display()
+        );
+    }
+    if output.exists() && !a.force {
+        bail!("{} exists: give --force to overwrite it", output.display());
+    }
+    let m = super::super::load(&input)?;
+    m.graph.check_supported()?;
+    let data = data(&m, &a)?;
+    let plan_in = a.plan_in.as_ref().map(|p| Plan::read(p)).transpose()?;
+    let opts = StructuredOptions {
+        ratio,
+        target: a.target,
+        criterion: a.criterion,
+        max_layer_ratio: a.max_layer_ratio,
+        round_to: a.round_to,
+        prune_hidden: a.prune_hidden,
+        seed: a.seed,
+        calib_samples: a.calib_samples.max(1),
+        device: a.device,
+        threads,
+        latency_runs: a.latency_runs,
+        plan_in,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        ..Default::default()
+    };
+    let mut bars = progress_bars();
+    let out = prune::structured::run(&m, &data, &opts, &mut bars)?;
+    print!("{}", out.report.render(&output.display().to_string()));
+    if let Some(p) = &a.report {
+        onnx_prune::onnx::io::write_atomic(
+            p,
+            serde_json::to_string_pretty(&out.report)?.as_bytes(),
+        )
+        .with_context(|| format!("writing the report {}", p.display()))?;
+    }
+    if let Some(p) = &a.plan_out {
+        onnx_prune::onnx::io::write_atomic(p, serde_json::to_string_pretty(&out.plan)?.as_bytes())
+            .with_context(|| format!("writing the plan {}", p.display()))?;
+    }
+    if let Some(x) = a.max_drop
+        && out.report.validation.drop > x
+    {
+        return Err(Rejected(format!(
+            "{} {:.4} exceeds --max-drop {x}: {} not written",
+            out.report.validation.drop_metric,
+            out.report.validation.drop,
+            output.display()
+        ))
+        .into());
+    }
+    let save = onnx_prune::onnx::SaveOptions {
+        external: m.source.external.keys().cloned().collect(),
+        ..Default::default()
+    };
+    onnx_prune::onnx::save_model(&out.model, &output, &save)?;
+    Ok(())
+}

@@ -1,0 +1,537 @@
+//! The structured pass end to end: probe → dependency groups → scores → allocation (or a
+//! plan read back) → rewrite → validation in onnxruntime → report.
+
+use super::allocate::{AllocOptions, Target, allocate, prunable_params};
+use super::criteria::{self, Criterion};
+use super::plan::Plan;
+use crate::analysis::{self, Analysis, GroupKind, Probe};
+use crate::error::{Error, Result};
+use crate::interp::Feeds;
+use crate::ir::Model;
+use crate::onnx::ModelProto;
+use crate::onnx::proto::StringStringEntryProto;
+use crate::rewrite::{self, Edit};
+use crate::runtime::Device;
+use crate::validate::gate::{ValidateOptions, Validation, validate};
+use prost::Message;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+
+#[derive(Debug, Clone)]
+pub struct StructuredOptions {
+    pub ratio: f64,
+    pub target: Target,
+    pub criterion: Criterion,
+    pub max_layer_ratio: f64,
+    pub round_to: usize,
+    pub prune_hidden: bool,
+    pub seed: u64,
+    /// Calibration samples used for scoring (the first ones).
+    pub calib_samples: usize,
+    pub micro_batch: usize,
+    pub device: Device,
+    pub threads: usize,
+    pub latency_runs: usize,
+    pub latency_batch: usize,
+    pub plan_in: Option<Plan>,
+    /// The command line, for the output's metadata.
+    pub command: String,
+}
+
+impl Default for StructuredOptions {
+    fn default() -> Self {
+        StructuredOptions {
+            ratio: 0.5,
+            target: Target::Prunable,
+            criterion: Criterion::Magnitude,
+            max_layer_ratio: 0.9,
+            round_to: 8,
+            prune_hidden: false,
+            seed: 0,
+            calib_samples: 256,
+            micro_batch: 32,
+            device: Device::Cpu,
+            threads: 0,
+            latency_runs: 20,
+            latency_batch: 32,
+            plan_in: None,
+            command: String::new(),
+        }
+    }
+}
+
+/// Calibration and held-out data.
+#[derive(Debug, Clone)]
+pub struct Data {
+    pub calib: Feeds<f32>,
+    pub calib_labels: Option<Vec<i64>>,
+    pub eval: Feeds<f32>,
+    pub eval_labels: Option<Vec<i64>>,
+    /// Where the data came from, for the report ("synthetic" when made up).
+    pub source: String,
+    pub synthetic: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupRow {
+    pub id: usize,
+    pub name: String,
+    pub kind: GroupKind,
+    pub units: usize,
+    pub kept: usize,
+    pub frozen: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Sizes {
+    pub params: usize,
+    pub flops: Option<u64>,
+    pub file_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub tool: String,
+    pub mode: String,
+    pub criterion: String,
+    /// The loss the criterion differentiated (taylor).
+    pub objective: Option<String>,
+    pub target: Target,
+    pub requested: f64,
+    /// Removed over the target's denominator.
+    pub achieved: f64,
+    pub shortfall: Option<String>,
+    pub prunable_params: usize,
+    pub before: Sizes,
+    pub after: Sizes,
+    pub params_removed: f64,
+    pub flops_removed: Option<f64>,
+    pub units_removed: usize,
+    pub units_prunable: usize,
+    pub groups: Vec<GroupRow>,
+    /// Why units stayed, with counts.
+    pub frozen: BTreeMap<String, usize>,
+    pub calibration: String,
+    pub calibration_samples: usize,
+    pub validation: Validation,
+    pub exact: bool,
+    pub warnings: Vec<String>,
+    pub seconds: BTreeMap<String, f64>,
+}
+
+pub struct Outcome {
+    pub model: ModelProto,
+    pub bytes: Vec<u8>,
+    pub report: Report,
+    pub plan: Plan,
+    pub analysis: Analysis,
+}
+
+/// Stage progress: (stage, done, total).
+pub type Progress<'a> = &'a mut dyn FnMut(&str, usize, usize);
+
+fn float_params(m: &Model) -> usize {
+    m.graph
+        .weights
+        .values()
+        .filter(|w| w.tensor.dtype.is_float())
+        .map(|w| w.tensor.len())
+        .sum()
+}
+
+/// FLOPs per sample at the shapes of one held-out sample.
+fn flops_at(m: &Model, sample: &Feeds<f32>) -> Option<u64> {
+    let shapes: HashMap<String, Vec<usize>> = sample
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shape().to_vec()))
+        .collect();
+    crate::inspect::summarize(m, &shapes).flops
+}
+
+pub fn run(
+    model: &Model,
+    data: &Data,
+    o: &StructuredOptions,
+    progress: Progress,
+) -> Result<Outcome> {
+    if !(0.0..1.0).contains(&o.ratio) {
+        return Err(Error::Usage(format!(
+            "--structured {} must be in [0, 1)",
+            o.ratio
+        )));
+    }
+    if !(0.0..=1.0).contains(&o.max_layer_ratio) {
+        return Err(Error::Usage(format!(
+            "--max-layer-ratio {} must be in [0, 1]",
+            o.max_layer_ratio
+        )));
+    }
+    let g = &model.graph;
+    g.check_supported()?;
+    let mut seconds = BTreeMap::new();
+    let mut warnings = Vec::new();
+    if data.synthetic {
+        warnings.push("no --calib: scores and validation use synthetic inputs; give real data for a result you can trust".into());
+    }
+    let t0 = std::time::Instant::now();
+    progress("analysis", 0, 1);
+    let probe = Probe::run(g, crate::calib::head(&data.calib, 2)?)?;
+    let a = analysis::analyze(
+        g,
+        &probe,
+        analysis::Options {
+            prune_hidden: o.prune_hidden,
+        },
+    );
+    progress("analysis", 1, 1);
+    seconds.insert("analysis".into(), t0.elapsed().as_secs_f64());
+
+    let t1 = std::time::Instant::now();
+    let calib = crate::calib::head(&data.calib, o.calib_samples)?;
+    let calib_n = crate::autodiff::curvature::batch_size(&calib)?;
+    let calib_labels = data
+        .calib_labels
+        .as_ref()
+        .map(|l| l[..calib_n.min(l.len())].to_vec());
+    let (scores, objective) = match o.criterion {
+        Criterion::Magnitude => (criteria::magnitude(g, &a), None),
+        Criterion::Taylor => {
+            let (obj, name) =
+                criteria::taylor_objective(g, &calib, calib_labels.as_deref(), o.seed)?;
+            let s = criteria::taylor(g, &a, &calib, &obj, o.micro_batch, &mut |d, t| {
+                progress("scoring", d, t)
+            })?;
+            (s, Some(name))
+        }
+    };
+    // Magnitudes differ in scale between layers: normalised per group. Taylor scores are loss
+    // estimates, comparable across layers: ranked per parameter removed.
+    let rank: Vec<Vec<f64>> = match o.criterion {
+        Criterion::Magnitude => criteria::normalize(&scores),
+        Criterion::Taylor => scores
+            .iter()
+            .zip(&a.groups)
+            .map(|(s, grp)| {
+                s.iter()
+                    .zip(&grp.units)
+                    .map(|(v, u)| v / u.params.max(1) as f64)
+                    .collect()
+            })
+            .collect(),
+    };
+    seconds.insert("scoring".into(), t1.elapsed().as_secs_f64());
+
+    let sample = crate::calib::head(&data.eval, 1)?;
+    let before = Sizes {
+        params: float_params(model),
+        flops: flops_at(model, &sample),
+        file_bytes: model.source.file_len,
+    };
+    let prunable = prunable_params(g, &a);
+    let alloc_opts = AllocOptions {
+        ratio: o.ratio,
+        target: o.target,
+        max_layer_ratio: o.max_layer_ratio,
+        round_to: o.round_to,
+    };
+    let (removed, shortfall) = match &o.plan_in {
+        Some(p) => (p.removal(g, &a)?, None),
+        None => {
+            let al = allocate(
+                g,
+                &a,
+                &rank,
+                (
+                    prunable as f64,
+                    before.params as f64,
+                    before.flops.unwrap_or(0) as f64,
+                ),
+                &alloc_opts,
+            );
+            (al.removed, al.shortfall)
+        }
+    };
+    if o.target == Target::Flops && before.flops.is_none() && o.plan_in.is_none() {
+        return Err(Error::Usage("--target flops needs FLOPs of the model, which could not be counted at the held-out input shapes".into()));
+    }
+    let t2 = std::time::Instant::now();
+    let edit = Edit {
+        removed,
+        replace: HashMap::new(),
+    };
+    let mut pruned = rewrite::apply(model, &a, &probe, &edit)?;
+    add_metadata(&mut pruned, o, &edit, &a);
+    let bytes = pruned.encode_to_vec();
+    // The emitted model must be readable by our own IR and keep every output shape.
+    let reread = Model::from_loaded(crate::onnx::decode_model(
+        bytes::Bytes::from(bytes.clone()),
+        &model.source.path,
+    )?)
+    .map_err(|e| Error::Runtime(format!("the rewritten model is invalid: {e}")))?;
+    let ys = crate::interp::Engine::<f32>::new(&reread.graph)?.run(sample.clone())?;
+    let yd = crate::interp::Engine::<f32>::new(g)?.run(sample.clone())?;
+    for ((a_, b_), &o_) in ys.iter().zip(&yd).zip(&g.outputs) {
+        if a_.shape() != b_.shape() {
+            return Err(Error::Runtime(format!(
+                "internal error: output {:?} changed shape {:?} → {:?} in the rewrite",
+                g.name(o_),
+                b_.shape(),
+                a_.shape()
+            )));
+        }
+    }
+    seconds.insert("rewrite".into(), t2.elapsed().as_secs_f64());
+
+    let t3 = std::time::Instant::now();
+    progress("validation", 0, 1);
+    let dense_bytes = model.source.proto.encode_to_vec();
+    let validation = validate(
+        &dense_bytes,
+        &bytes,
+        model.source.path.parent(),
+        &data.eval,
+        data.eval_labels.as_deref(),
+        &ValidateOptions {
+            device: o.device,
+            threads: o.threads,
+            latency_runs: o.latency_runs,
+            latency_batch: o.latency_batch,
+        },
+    )?;
+    progress("validation", 1, 1);
+    seconds.insert("validation".into(), t3.elapsed().as_secs_f64());
+
+    let after = Sizes {
+        params: float_params(&reread),
+        flops: flops_at(&reread, &sample),
+        file_bytes: bytes.len(),
+    };
+    let groups: Vec<GroupRow> = a
+        .groups
+        .iter()
+        .enumerate()
+        .map(|(gi, grp)| GroupRow {
+            id: gi,
+            name: a.group_name(g, gi),
+            kind: grp.kind,
+            units: grp.units.len(),
+            kept: edit.removed[gi].iter().filter(|r| !**r).count(),
+            frozen: grp.units.len() - grp.prunable(),
+        })
+        .collect();
+    let units_removed = edit.removed.iter().flatten().filter(|r| **r).count();
+    let exact = a.approximate.iter().all(|&u| !edit.is_removed(u));
+    let denom = match o.target {
+        Target::Prunable => prunable as f64,
+        Target::Params => before.params as f64,
+        Target::Flops => before.flops.unwrap_or(1) as f64,
+    }
+    .max(1.0);
+    let params_removed = before.params as f64 - after.params as f64;
+    let flops_removed = before
+        .flops
+        .zip(after.flops)
+        .map(|(b, a)| b as f64 - a as f64);
+    let achieved = match o.target {
+        Target::Flops => flops_removed.unwrap_or(0.0),
+        _ => params_removed,
+    } / denom;
+    if let Some(l) = &validation.latency
+        && l.ratio > 0.95
+    {
+        warnings.push(format!(
+            "onnxruntime latency changed by only {:.0}% ({:.3} → {:.3} ms at batch {}): the removed structures were not where the time goes",
+            100.0 * (1.0 - l.ratio),
+            l.dense_ms,
+            l.pruned_ms,
+            l.batch
+        ));
+    }
+    let plan = Plan::new(
+        g,
+        &a,
+        &model.source.path.display().to_string(),
+        &o.criterion.to_string(),
+        &scores,
+        &edit.removed,
+    );
+    let report = Report {
+        tool: format!("onnx-prune {}", env!("CARGO_PKG_VERSION")),
+        mode: "structured".into(),
+        criterion: o.criterion.to_string(),
+        objective,
+        target: o.target,
+        requested: o.ratio,
+        achieved,
+        shortfall,
+        prunable_params: prunable,
+        before,
+        after,
+        params_removed,
+        flops_removed,
+        units_removed,
+        units_prunable: a.prunable_units(),
+        groups,
+        frozen: a.frozen_reasons(),
+        calibration: data.source.clone(),
+        calibration_samples: calib_n,
+        validation,
+        exact,
+        warnings,
+        seconds,
+    };
+    Ok(Outcome {
+        model: pruned,
+        bytes,
+        report,
+        plan,
+        analysis: a,
+    })
+}
+
+fn add_metadata(m: &mut ModelProto, o: &StructuredOptions, edit: &Edit, a: &Analysis) {
+    let removed = edit.removed.iter().flatten().filter(|r| **r).count();
+    let v = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "command": o.command,
+        "mode": "structured",
+        "criterion": o.criterion.to_string(),
+        "target": o.target,
+        "ratio": o.ratio,
+        "units_removed": removed,
+        "units_prunable": a.prunable_units(),
+    });
+    m.metadata_props.retain(|e| e.key() != "onnx-prune");
+    m.metadata_props.push(StringStringEntryProto {
+        key: Some("onnx-prune".into()),
+        value: Some(v.to_string()),
+    });
+}
+
+impl Report {
+    pub fn render(&self, output: &str) -> String {
+        use std::fmt::Write;
+        let mut o = String::new();
+        let pct = |x: f64| format!("{:.1}%", 100.0 * x);
+        let _ = writeln!(
+            o,
+            "{} → {output}   ({}, criterion {}{})",
+            self.calibration,
+            self.mode,
+            self.criterion,
+            self.objective
+                .as_ref()
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default()
+        );
+        let tname = match self.target {
+            Target::Prunable => "prunable-layer params",
+            Target::Params => "model params",
+            Target::Flops => "model FLOPs",
+        };
+        let _ = writeln!(
+            o,
+            "target    {} of {tname}; achieved {}{}",
+            pct(self.requested),
+            pct(self.achieved),
+            self.shortfall
+                .as_ref()
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(
+            o,
+            "params    {} → {} (−{})",
+            self.before.params,
+            self.after.params,
+            pct(self.params_removed / self.before.params.max(1) as f64)
+        );
+        if let (Some(b), Some(a)) = (self.before.flops, self.after.flops) {
+            let _ = writeln!(
+                o,
+                "FLOPs     {:.3} M → {:.3} M (−{}) per sample",
+                b as f64 / 1e6,
+                a as f64 / 1e6,
+                pct(1.0 - a as f64 / b.max(1) as f64)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "file      {} → {} bytes",
+            self.before.file_bytes, self.after.file_bytes
+        );
+        let v = &self.validation;
+        let _ = writeln!(
+            o,
+            "validated on {} held-out samples in onnxruntime ({}):",
+            v.samples, v.device
+        );
+        for out in &v.outputs {
+            let t1 = out
+                .top1_agreement
+                .map(|t| format!("   top-1 agreement {}", pct(t)))
+                .unwrap_or_default();
+            let _ = writeln!(
+                o,
+                "  {:<24} cosine {:.6}   max |Δ| {:.3e}   rel {:.3e}{t1}",
+                out.name, out.cosine, out.max_abs, out.rel
+            );
+        }
+        if let Some(kl) = v.kl {
+            let _ = writeln!(o, "  KL(original ‖ pruned) {kl:.4e}");
+        }
+        if let (Some(a), Some(b)) = (v.accuracy_dense, v.accuracy_pruned) {
+            let _ = writeln!(
+                o,
+                "  accuracy {} → {} ({:+.2} points)",
+                pct(a),
+                pct(b),
+                100.0 * (b - a)
+            );
+        }
+        if let Some(l) = &v.latency {
+            let _ = writeln!(
+                o,
+                "  latency  {:.3} ms → {:.3} ms ({:.2}×) at batch {}, median of {} runs",
+                l.dense_ms, l.pruned_ms, l.ratio, l.batch, l.runs
+            );
+        }
+        let _ = writeln!(
+            o,
+            "units     {} of {} prunable removed{}",
+            self.units_removed,
+            self.units_prunable,
+            if self.exact {
+                ""
+            } else {
+                " (includes approximate LayerNorm-width removals)"
+            }
+        );
+        let _ = writeln!(
+            o,
+            "{:>4}  {:<10} {:>7} {:>7} {:>7}  group",
+            "id", "kind", "units", "kept", "frozen"
+        );
+        for grp in &self.groups {
+            let kind = serde_json::to_value(grp.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let _ = writeln!(
+                o,
+                "{:>4}  {:<10} {:>7} {:>7} {:>7}  {}",
+                grp.id, kind, grp.units, grp.kept, grp.frozen, grp.name
+            );
+        }
+        if !self.frozen.is_empty() {
+            let _ = writeln!(o, "not pruned:");
+            for (r, k) in &self.frozen {
+                let _ = writeln!(o, "  {k:>6} units: {r}");
+            }
+        }
+        for w in &self.warnings {
+            let _ = writeln!(o, "warning: {w}");
+        }
+        o
+    }
+}

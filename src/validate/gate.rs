@@ -1,0 +1,180 @@
+//! The validation of an emitted model: the original and the compressed model run in
+//! onnxruntime on the same held-out inputs; agreement, accuracy, latency; the accuracy gate.
+
+use super::metrics::{OutputAgreement, accuracy, agreement};
+use crate::error::{Error, Result};
+use crate::interp::Feeds;
+use crate::runtime::{Device, OrtSession};
+use crate::tensor::Tensor;
+use serde::Serialize;
+use std::path::Path;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub batch: usize,
+    pub threads: usize,
+    pub runs: usize,
+    pub dense_ms: f64,
+    pub pruned_ms: f64,
+    /// pruned / dense.
+    pub ratio: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Validation {
+    pub device: String,
+    pub samples: usize,
+    pub outputs: Vec<OutputAgreement>,
+    /// Mean KL(dense ‖ pruned) of the softmax of the first output, for classifiers.
+    pub kl: Option<f64>,
+    pub accuracy_dense: Option<f64>,
+    pub accuracy_pruned: Option<f64>,
+    pub latency: Option<Latency>,
+    /// The quantity the gate compares with --max-drop, and what it is.
+    pub drop: f64,
+    pub drop_metric: String,
+}
+
+/// Mean over rows of KL(softmax(a) ‖ softmax(b)) along the last axis.
+pub fn mean_kl(a: &Tensor<f32>, b: &Tensor<f32>) -> Option<f64> {
+    let (x, y) = (a.as_float()?, b.as_float()?);
+    if x.ndim() != 2 || x.shape() != y.shape() {
+        return None;
+    }
+    let k = x.shape()[1];
+    let (xs, ys): (Vec<f64>, Vec<f64>) = (
+        x.iter().map(|&v| v as f64).collect(),
+        y.iter().map(|&v| v as f64).collect(),
+    );
+    let soft = |r: &[f64]| -> Vec<f64> {
+        // Already probabilities (an exported Softmax): use as they are.
+        if r.iter().all(|&v| (0.0..=1.0).contains(&v)) && (r.iter().sum::<f64>() - 1.0).abs() < 1e-3
+        {
+            return r.to_vec();
+        }
+        let m = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = r.iter().map(|v| (v - m).exp()).collect();
+        let s: f64 = e.iter().sum();
+        e.into_iter().map(|v| v / s).collect()
+    };
+    let rows = xs.len() / k;
+    let mut total = 0.0;
+    for (rx, ry) in xs.chunks(k).zip(ys.chunks(k)) {
+        let (p, q) = (soft(rx), soft(ry));
+        total += p
+            .iter()
+            .zip(&q)
+            .filter(|(p, _)| **p > 0.0)
+            .map(|(p, q)| p * (p / q.max(1e-30)).ln())
+            .sum::<f64>();
+    }
+    Some(total / rows.max(1) as f64)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn time_runs(s: &mut OrtSession, feeds: &Feeds<f32>, runs: usize) -> Result<f64> {
+    for _ in 0..3 {
+        s.run(feeds)?;
+    }
+    let mut t = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let t0 = std::time::Instant::now();
+        s.run(feeds)?;
+        t.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(median(t))
+}
+
+pub struct ValidateOptions {
+    pub device: Device,
+    pub threads: usize,
+    /// Timed runs per model (0: no latency measurement).
+    pub latency_runs: usize,
+    /// Samples per timed run.
+    pub latency_batch: usize,
+}
+
+/// Runs both models (bytes; `dir` resolves external data) on `eval` and compares them.
+pub fn validate(
+    dense: &[u8],
+    pruned: &[u8],
+    dir: Option<&Path>,
+    eval: &Feeds<f32>,
+    labels: Option<&[i64]>,
+    o: &ValidateOptions,
+) -> Result<Validation> {
+    let mut sd = OrtSession::new(dense, dir, o.device, o.threads)?;
+    let mut sp = OrtSession::new(pruned, dir, o.device, o.threads).map_err(|e| {
+        Error::Runtime(format!(
+            "the pruned model does not load in onnxruntime: {e}"
+        ))
+    })?;
+    let yd = sd.run(eval)?;
+    let yp = sp.run(eval)?;
+    if yd.len() != yp.len() {
+        return Err(Error::Runtime(format!(
+            "the pruned model has {} outputs, the original {}",
+            yp.len(),
+            yd.len()
+        )));
+    }
+    let mut outputs = Vec::new();
+    for ((n, a), (m, b)) in yd.iter().zip(&yp) {
+        if n != m {
+            return Err(Error::Runtime(format!(
+                "output names differ: {n:?} vs {m:?}"
+            )));
+        }
+        outputs.push(agreement(n, a, b).map_err(Error::Runtime)?);
+    }
+    let samples = crate::autodiff::curvature::batch_size(eval)?;
+    let (accuracy_dense, accuracy_pruned) = match labels {
+        Some(l) => (
+            Some(accuracy(&yd[0].1, l).map_err(Error::Data)?),
+            Some(accuracy(&yp[0].1, l).map_err(Error::Data)?),
+        ),
+        None => (None, None),
+    };
+    let kl = mean_kl(&yd[0].1, &yp[0].1);
+    let (drop, drop_metric) = match (accuracy_dense, accuracy_pruned, outputs[0].top1_agreement) {
+        (Some(a), Some(b), _) => (a - b, "accuracy drop".to_string()),
+        (_, _, Some(t)) if yd[0].1.shape().len() == 2 => {
+            (1.0 - t, "top-1 disagreement with the original".to_string())
+        }
+        _ => (
+            1.0 - outputs[0].cosine,
+            "1 − cosine similarity to the original".to_string(),
+        ),
+    };
+    let latency = if o.latency_runs > 0 {
+        let b = o.latency_batch.clamp(1, samples);
+        let feeds = crate::calib::head(eval, b)?;
+        let dense_ms = time_runs(&mut sd, &feeds, o.latency_runs)?;
+        let pruned_ms = time_runs(&mut sp, &feeds, o.latency_runs)?;
+        Some(Latency {
+            batch: b,
+            threads: o.threads,
+            runs: o.latency_runs,
+            dense_ms,
+            pruned_ms,
+            ratio: pruned_ms / dense_ms,
+        })
+    } else {
+        None
+    };
+    Ok(Validation {
+        device: o.device.to_string(),
+        samples,
+        outputs,
+        kl,
+        accuracy_dense,
+        accuracy_pruned,
+        latency,
+        drop,
+        drop_metric,
+    })
+}
