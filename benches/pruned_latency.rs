@@ -20,7 +20,11 @@ fn root() -> PathBuf {
 }
 
 fn median_ns(group: &str, id: &str) -> Option<f64> {
-    let p = root().join("target/criterion").join(group).join(id).join("new/estimates.json");
+    let p = root()
+        .join("target/criterion")
+        .join(group)
+        .join(id)
+        .join("new/estimates.json");
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()?;
     v["median"]["point_estimate"].as_f64()
 }
@@ -33,14 +37,29 @@ fn main() {
         .measurement_time(Duration::from_secs(if quick { 1 } else { 3 }))
         .configure_from_args();
     let models: Vec<(&str, PathBuf, PathBuf)> = vec![
-        ("resnet", root().join("fixtures/resnet.onnx"), root().join("fixtures/mnist_calib.npz")),
-        ("mobilenet", root().join("fixtures/mobilenet.onnx"), root().join("fixtures/mnist_calib.npz")),
-        ("pp_lcnet_orientation", root().join(".deps/models/pp_lcnet_orientation.onnx"), root().join(".deps/inputs/pp_lcnet_orientation_calib.npz")),
+        (
+            "resnet",
+            root().join("fixtures/resnet.onnx"),
+            root().join("fixtures/mnist_calib.npz"),
+        ),
+        (
+            "mobilenet",
+            root().join("fixtures/mobilenet.onnx"),
+            root().join("fixtures/mnist_calib.npz"),
+        ),
+        (
+            "pp_lcnet_orientation",
+            root().join(".deps/models/pp_lcnet_orientation.onnx"),
+            root().join(".deps/inputs/pp_lcnet_orientation_calib.npz"),
+        ),
     ];
     let only = std::env::var("BENCH_MODELS").ok();
     let mut rows = Vec::new();
     for (name, path, calib) in models {
-        if only.as_ref().is_some_and(|o| !o.split(',').any(|m| m == name)) {
+        if only
+            .as_ref()
+            .is_some_and(|o| !o.split(',').any(|m| m == name))
+        {
             continue;
         }
         let m = Model::load(&path).unwrap();
@@ -53,7 +72,10 @@ fn main() {
             source: calib.display().to_string(),
             synthetic: false,
         };
-        let opts = StructuredOptions { latency_runs: 0, ..Default::default() };
+        let opts = StructuredOptions {
+            latency_runs: 0,
+            ..Default::default()
+        };
         let out = prune::structured::run(&m, &data, &opts, &mut |_, _, _| {}).unwrap();
         let dense = m.source.proto.encode_to_vec();
         for batch in [1usize, 32] {
@@ -66,7 +88,10 @@ fn main() {
                 g.bench_function(BenchmarkId::new(kind, n), |b| b.iter(|| s.run(&x).unwrap()));
             }
             g.finish();
-            if let (Some(d), Some(p)) = (median_ns(&group, &format!("dense/{n}")), median_ns(&group, &format!("pruned/{n}"))) {
+            if let (Some(d), Some(p)) = (
+                median_ns(&group, &format!("dense/{n}")),
+                median_ns(&group, &format!("pruned/{n}")),
+            ) {
                 rows.push(format!(
                     "| {name} | {n} | {:.1}% | {:.3} | {:.3} | {:.2} |",
                     100.0 * out.report.params_removed / out.report.before.params as f64,

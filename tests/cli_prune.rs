@@ -32,7 +32,11 @@ fn fails_with(args: &[&str], code: i32, needle: &str) {
     let o = run(args);
     let e = err(&o);
     assert_eq!(o.status.code(), Some(code), "{args:?}: {e}");
-    assert_eq!(e.lines().filter(|l| l.starts_with("error:")).count(), 1, "one error line: {e}");
+    assert_eq!(
+        e.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "one error line: {e}"
+    );
     assert!(e.contains(needle), "{args:?}: expected {needle:?} in {e}");
     assert!(!e.contains("panicked"), "{e}");
 }
@@ -46,7 +50,11 @@ fn without_metadata(p: &Path) -> Vec<u8> {
 #[test]
 fn prune_writes_a_smaller_valid_model_with_report_and_plan() {
     let dir = common::scratch("cli-prune-main");
-    let (out, report, plan) = (dir.join("resnet-pruned.onnx"), dir.join("report.json"), dir.join("plan.json"));
+    let (out, report, plan) = (
+        dir.join("resnet-pruned.onnx"),
+        dir.join("report.json"),
+        dir.join("plan.json"),
+    );
     let args = |out: &Path, extra: &[&str]| {
         let mut a = vec![
             s(&fx("resnet.onnx")).to_string(),
@@ -69,10 +77,19 @@ fn prune_writes_a_smaller_valid_model_with_report_and_plan() {
         a.extend(extra.iter().map(|x| x.to_string()));
         a
     };
-    let o = bin().args(args(&out, &["--report", s(&report), "--plan-out", s(&plan)])).output().unwrap();
+    let o = bin()
+        .args(args(
+            &out,
+            &["--report", s(&report), "--plan-out", s(&plan)],
+        ))
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", err(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(stdout.contains("accuracy") && stdout.contains("latency"), "{stdout}");
+    assert!(
+        stdout.contains("accuracy") && stdout.contains("latency"),
+        "{stdout}"
+    );
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(r["mode"], "structured");
     assert_eq!(r["criterion"], "taylor");
@@ -83,26 +100,59 @@ fn prune_writes_a_smaller_valid_model_with_report_and_plan() {
     assert!(r["validation"]["latency"]["pruned_ms"].as_f64().unwrap() > 0.0);
     assert!(r["exact"].as_bool().unwrap());
     // The output runs in onnxruntime beside the original.
-    let c = run(&["compare", s(&fx("resnet.onnx")), s(&out), "--data", s(&fx("mnist_heldout.npz"))]);
+    let c = run(&[
+        "compare",
+        s(&fx("resnet.onnx")),
+        s(&out),
+        "--data",
+        s(&fx("mnist_heldout.npz")),
+    ]);
     assert!(c.status.success(), "{}", err(&c));
     let m = ModelProto::decode(std::fs::read(&out).unwrap().as_slice()).unwrap();
-    let meta = m.metadata_props.iter().find(|e| e.key() == "onnx-prune").expect("metadata entry");
+    let meta = m
+        .metadata_props
+        .iter()
+        .find(|e| e.key() == "onnx-prune")
+        .expect("metadata entry");
     assert!(meta.value().contains("\"ratio\":0.4"), "{}", meta.value());
     // Same inputs and seed: the same bytes.
     let again = dir.join("again.onnx");
     let o2 = bin().args(args(&again, &[])).output().unwrap();
     assert!(o2.status.success(), "{}", err(&o2));
-    assert_eq!(without_metadata(&out), without_metadata(&again), "deterministic output");
+    assert_eq!(
+        without_metadata(&out),
+        without_metadata(&again),
+        "deterministic output"
+    );
     // The plan re-applies to the same result.
     let p: serde_json::Value = serde_json::from_slice(&std::fs::read(&plan).unwrap()).unwrap();
-    let removed: usize = p["groups"].as_array().unwrap().iter().map(|g| g["removed"].as_array().unwrap().len()).sum();
+    let removed: usize = p["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["removed"].as_array().unwrap().len())
+        .sum();
     assert_eq!(removed as u64, r["units_removed"].as_u64().unwrap());
     let replay = dir.join("replay.onnx");
-    let o3 = bin().args(args(&replay, &["--plan-in", s(&plan)])).output().unwrap();
+    let o3 = bin()
+        .args(args(&replay, &["--plan-in", s(&plan)]))
+        .output()
+        .unwrap();
     assert!(o3.status.success(), "{}", err(&o3));
-    assert_eq!(without_metadata(&out), without_metadata(&replay), "--plan-in reproduces the model");
+    assert_eq!(
+        without_metadata(&out),
+        without_metadata(&replay),
+        "--plan-in reproduces the model"
+    );
     // An existing output is kept unless --force.
-    fails_with(&args(&out, &[]).iter().map(|x| x.as_str()).collect::<Vec<_>>(), 1, "exists");
+    fails_with(
+        &args(&out, &[])
+            .iter()
+            .map(|x| x.as_str())
+            .collect::<Vec<_>>(),
+        1,
+        "exists",
+    );
     let o4 = bin().args(args(&out, &["--force"])).output().unwrap();
     assert!(o4.status.success(), "{}", err(&o4));
 }
@@ -144,21 +194,46 @@ fn calibration_from_images_and_synthetic_inputs() {
     let mut r = common::Rng::new(3);
     for k in 0..6 {
         let img = image::RgbImage::from_fn(12, 10, |_, _| {
-            image::Rgb([(r.next_u64() % 256) as u8, (r.next_u64() % 256) as u8, (r.next_u64() % 256) as u8])
+            image::Rgb([
+                (r.next_u64() % 256) as u8,
+                (r.next_u64() % 256) as u8,
+                (r.next_u64() % 256) as u8,
+            ])
         });
         img.save(imgs.join(format!("img{k}.png"))).unwrap();
     }
     let model = common::fixtures().join("coupling/residual.onnx");
     let out = dir.join("residual.onnx");
     let o = run(&[
-        s(&model), s(&out), "--structured", "0.5", "--round-to", "2", "--calib", s(&imgs), "--size", "8",
-        "--mean", "0.5", "--std", "0.25", "--latency-runs", "0",
+        s(&model),
+        s(&out),
+        "--structured",
+        "0.5",
+        "--round-to",
+        "2",
+        "--calib",
+        s(&imgs),
+        "--size",
+        "8",
+        "--mean",
+        "0.5",
+        "--std",
+        "0.25",
+        "--latency-runs",
+        "0",
     ]);
     assert!(o.status.success(), "{}", err(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("validated on 2 held-out samples"));
     // No --calib: a warning, synthetic inputs, a valid output.
     let out2 = dir.join("mlp.onnx");
-    let o = run(&[s(&fx("mlp.onnx")), s(&out2), "--structured", "0.3", "--latency-runs", "0"]);
+    let o = run(&[
+        s(&fx("mlp.onnx")),
+        s(&out2),
+        "--structured",
+        "0.3",
+        "--latency-runs",
+        "0",
+    ]);
     assert!(o.status.success(), "{}", err(&o));
     assert!(err(&o).contains("warning: no --calib"), "{}", err(&o));
     common::onnx_check_files(&[out.clone(), out2.clone()]);
@@ -171,26 +246,76 @@ fn bad_prune_input_gives_one_clear_line() {
     let out = dir.join("out.onnx");
     let calib = fx("mnist_calib.npz");
     fails_with(&[s(&m), s(&m), "--structured", "0.5"], 1, "is the input");
-    fails_with(&[s(&m), s(&out), "--structured", "1.5"], 1, "must be in [0, 1)");
+    fails_with(
+        &[s(&m), s(&out), "--structured", "1.5"],
+        1,
+        "must be in [0, 1)",
+    );
     fails_with(&[s(&m), s(&out)], 1, "give --structured");
-    fails_with(&[s(&m), s(&out), "--structured", "0.5", "--max-layer-ratio", "2"], 1, "--max-layer-ratio");
-    fails_with(&[s(&m), s(&out), "--structured", "0.5", "--calib", s(&dir.join("missing.npz"))], 1, "missing.npz");
+    fails_with(
+        &[
+            s(&m),
+            s(&out),
+            "--structured",
+            "0.5",
+            "--max-layer-ratio",
+            "2",
+        ],
+        1,
+        "--max-layer-ratio",
+    );
+    fails_with(
+        &[
+            s(&m),
+            s(&out),
+            "--structured",
+            "0.5",
+            "--calib",
+            s(&dir.join("missing.npz")),
+        ],
+        1,
+        "missing.npz",
+    );
     // Calibration data for another model.
     fails_with(
-        &[s(&fx("coupling/mlp.onnx")), s(&out), "--structured", "0.5", "--calib", s(&calib)],
+        &[
+            s(&fx("coupling/mlp.onnx")),
+            s(&out),
+            "--structured",
+            "0.5",
+            "--calib",
+            s(&calib),
+        ],
         1,
         "\"input\" is not an input of the model (inputs: [\"x\"])",
     );
     // Right name, wrong shape.
     let wrong = dir.join("wrong.npz");
-    onnx_prune::data::write_npz(&wrong, &[("x".to_string(), common::uniform(&[4, 21], 1))]).unwrap();
+    onnx_prune::data::write_npz(&wrong, &[("x".to_string(), common::uniform(&[4, 21], 1))])
+        .unwrap();
     fails_with(
-        &[s(&fx("coupling/mlp.onnx")), s(&out), "--structured", "0.5", "--calib", s(&wrong)],
+        &[
+            s(&fx("coupling/mlp.onnx")),
+            s(&out),
+            "--structured",
+            "0.5",
+            "--calib",
+            s(&wrong),
+        ],
         1,
         "has shape [4, 21]; the model declares [N, 20]",
     );
     fails_with(
-        &[s(&m), s(&out), "--structured", "0.5", "--calib", s(&calib), "--labels", s(&fx("mnist_heldout_labels.npy"))],
+        &[
+            s(&m),
+            s(&out),
+            "--structured",
+            "0.5",
+            "--calib",
+            s(&calib),
+            "--labels",
+            s(&fx("mnist_heldout_labels.npy")),
+        ],
         1,
         "labels for",
     );
@@ -201,6 +326,10 @@ fn bad_prune_input_gives_one_clear_line() {
         a[[0, 0, 3, 3]] = f32::NAN;
     }
     onnx_prune::data::write_npz(&nan, &t).unwrap();
-    fails_with(&[s(&m), s(&out), "--structured", "0.5", "--calib", s(&nan)], 1, "non-finite");
+    fails_with(
+        &[s(&m), s(&out), "--structured", "0.5", "--calib", s(&nan)],
+        1,
+        "non-finite",
+    );
     assert!(!out.exists(), "failed runs leave nothing");
 }
