@@ -98,7 +98,13 @@ fn prune_writes_a_smaller_valid_model_with_report_and_plan() {
     assert!(r["after"]["params"].as_u64().unwrap() < r["before"]["params"].as_u64().unwrap());
     assert!(r["validation"]["accuracy_dense"].as_f64().unwrap() > 0.9);
     assert!(r["validation"]["latency"]["pruned_ms"].as_f64().unwrap() > 0.0);
-    assert!(r["exact"].as_bool().unwrap());
+    // Compensation refits the consumers: no longer the original with units zeroed.
+    assert!(!r["exact"].as_bool().unwrap());
+    assert!(!r["compensation"]["refits"].as_array().unwrap().is_empty());
+    assert!(
+        r["validation"]["accuracy_pruned"].as_f64().unwrap() > 0.9,
+        "compensation keeps the accuracy"
+    );
     // The output runs in onnxruntime beside the original.
     let c = run(&[
         "compare",

@@ -93,6 +93,14 @@ pub struct PruneArgs {
     /// Overwrite an existing output.
     #[arg(long)]
     pub force: bool,
+    /// Do not refit the consumer layers of removed structures (least squares on calibration
+    /// data) nor re-estimate BatchNorm statistics: the pruned model then equals the original
+    /// with the removed units' consumers zeroed.
+    #[arg(long)]
+    pub no_compensation: bool,
+    /// Refit consumers but leave BatchNorm statistics as they are.
+    #[arg(long)]
+    pub no_bn_recalibrate: bool,
     /// Execution provider for validation and latency.
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     pub device: Device,
@@ -312,6 +320,11 @@ pub fn run(a: PruneArgs, threads: usize) -> Result<()> {
         threads,
         latency_runs: a.latency_runs,
         plan_in,
+        compensation: prune::compensate::CompensateOptions {
+            refit: !a.no_compensation,
+            bn_recalibrate: !a.no_compensation && !a.no_bn_recalibrate,
+            ..Default::default()
+        },
         command: std::env::args().collect::<Vec<_>>().join(" "),
         ..Default::default()
     };

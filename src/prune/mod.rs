@@ -3,6 +3,7 @@
 //! analysis, the rewrite and the validation.
 
 pub mod allocate;
+pub mod compensate;
 pub mod criteria;
 pub mod plan;
 pub mod structured;

@@ -34,6 +34,8 @@ pub struct StructuredOptions {
     pub latency_runs: usize,
     pub latency_batch: usize,
     pub plan_in: Option<Plan>,
+    /// Training-free compensation (consumer refit, BatchNorm re-estimation).
+    pub compensation: super::compensate::CompensateOptions,
     /// The command line, for the output's metadata.
     pub command: String,
 }
@@ -55,6 +57,7 @@ impl Default for StructuredOptions {
             latency_runs: 20,
             latency_batch: 32,
             plan_in: None,
+            compensation: Default::default(),
             command: String::new(),
         }
     }
@@ -114,6 +117,7 @@ pub struct Report {
     pub calibration: String,
     pub calibration_samples: usize,
     pub validation: Validation,
+    pub compensation: super::compensate::CompensationReport,
     pub exact: bool,
     pub warnings: Vec<String>,
     pub seconds: BTreeMap<String, f64>,
@@ -255,10 +259,24 @@ pub fn run(
         return Err(Error::Usage("--target flops needs FLOPs of the model, which could not be counted at the held-out input shapes".into()));
     }
     let t2 = std::time::Instant::now();
-    let edit = Edit {
+    let mut edit = Edit {
         removed,
         replace: HashMap::new(),
     };
+    let mut compensation = super::compensate::CompensationReport::default();
+    if o.compensation.refit || o.compensation.bn_recalibrate {
+        let copts = super::compensate::CompensateOptions {
+            micro_batch: o.micro_batch,
+            ..o.compensation
+        };
+        let (w, rep) = super::compensate::compensate(g, &a, &edit, &calib, &copts, &mut |d, t| {
+            progress("compensation", d, t)
+        })?;
+        edit.replace = w;
+        compensation = rep;
+        seconds.insert("compensation".into(), t2.elapsed().as_secs_f64());
+    }
+    let t2 = std::time::Instant::now();
     let mut pruned = rewrite::apply(model, &a, &probe, &edit)?;
     add_metadata(&mut pruned, o, &edit, &a);
     let bytes = pruned.encode_to_vec();
@@ -320,7 +338,15 @@ pub fn run(
         })
         .collect();
     let units_removed = edit.removed.iter().flatten().filter(|r| **r).count();
-    let exact = a.approximate.iter().all(|&u| !edit.is_removed(u));
+    // Exact: the pruned model computes what the zeroed-consumer original computes.
+    let exact = a.approximate.iter().all(|&u| !edit.is_removed(u))
+        && edit.replace.iter().all(|(id, t)| {
+            let orig = g.weights[id].tensor.as_float().expect("float");
+            let new = t.as_float().expect("float");
+            orig.iter()
+                .zip(new.iter())
+                .all(|(a, b)| a == b || *b == 0.0)
+        });
     let denom = match o.target {
         Target::Prunable => prunable as f64,
         Target::Params => before.params as f64,
@@ -376,6 +402,7 @@ pub fn run(
         calibration: data.source.clone(),
         calibration_samples: calib_n,
         validation,
+        compensation,
         exact,
         warnings,
         seconds,
@@ -496,6 +523,32 @@ impl Report {
                 l.dense_ms, l.pruned_ms, l.ratio, l.batch, l.runs
             );
         }
+        let c = &self.compensation;
+        if !c.refits.is_empty() || c.batchnorms_recalibrated > 0 {
+            let k = c.refits.len().max(1) as f64;
+            let before: f64 = c.refits.iter().map(|r| r.error_before).sum::<f64>() / k;
+            let after: f64 = c.refits.iter().map(|r| r.error_after).sum::<f64>() / k;
+            let retries: usize = c.refits.iter().map(|r| r.retries).sum();
+            let dead: usize = c.refits.iter().map(|r| r.dead_inputs).sum();
+            let _ = writeln!(
+                o,
+                "compensation  {} layers refit (mean relative output error {:.3} → {:.3}), {} BatchNorms re-estimated{}{}",
+                c.refits.len(),
+                before,
+                after,
+                c.batchnorms_recalibrated,
+                if retries > 0 {
+                    format!(", {retries} damping retries")
+                } else {
+                    String::new()
+                },
+                if dead > 0 {
+                    format!(", {dead} dead inputs dropped")
+                } else {
+                    String::new()
+                },
+            );
+        }
         let _ = writeln!(
             o,
             "units     {} of {} prunable removed{}",
@@ -504,7 +557,7 @@ impl Report {
             if self.exact {
                 ""
             } else {
-                " (includes approximate LayerNorm-width removals)"
+                " (weights refit: not the original with units zeroed)"
             }
         );
         let _ = writeln!(

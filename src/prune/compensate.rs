@@ -1,0 +1,797 @@
+//! Training-free compensation after structured removal.
+//!
+//! The pruned network is represented at its original shapes with the removed units' consumer
+//! slices zeroed (exactly what the removal computes, see `rewrite::zero_consumers`). In
+//! topological order:
+//! - every **consumer layer** (Conv with group 1, Gemm, MatMul with a constant weight) of removed
+//!   units gets its remaining input weights and bias refit to reproduce its dense output on
+//!   calibration data: min ‖W·X_dense + b − (W'·X_pruned + b')‖² over the kept inputs, closed
+//!   form with the layer Gram X Xᵀ (conv inputs unfolded as im2col columns), relative damping,
+//!   dead inputs dropped, and more damping when the Cholesky factorisation fails. A layer
+//!   without a bias of its own shifts the BatchNormalization after it (running mean), or goes
+//!   without the bias term.
+//! - every **BatchNormalization** downstream of a change has its statistics re-estimated so that
+//!   its output matches the dense network's per-channel mean and variance.
+//!
+//! Each step sees the network as the previous steps left it, so errors do not accumulate.
+
+use crate::analysis::{Analysis, Role};
+use crate::autodiff::curvature::{batch_size, slice_feeds};
+use crate::error::{Error, Result};
+use crate::interp::ops::conv::{conv_shape, im2col};
+use crate::interp::{Engine, Feeds};
+use crate::ir::{Graph, Op, ValueId};
+use crate::rewrite::Edit;
+use crate::tensor::{Data, Tensor};
+use ndarray::{ArrayD, Axis, IxDyn};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+#[derive(Debug, Clone, Copy)]
+pub struct CompensateOptions {
+    /// Least-squares refit of the consumer layers.
+    pub refit: bool,
+    /// BatchNormalization statistics re-estimated to match the dense outputs.
+    pub bn_recalibrate: bool,
+    /// Relative damping: λ = damp · mean(diag(X Xᵀ)).
+    pub damp: f64,
+    /// Columns (conv output positions × samples) used per layer, sampled evenly.
+    pub max_columns: usize,
+    pub micro_batch: usize,
+}
+
+impl Default for CompensateOptions {
+    fn default() -> Self {
+        CompensateOptions {
+            refit: true,
+            bn_recalibrate: true,
+            damp: 1e-3,
+            max_columns: 1 << 16,
+            micro_batch: 32,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RefitRow {
+    pub layer: String,
+    pub kind: String,
+    pub inputs_kept: usize,
+    pub inputs: usize,
+    /// ‖dense − pruned‖ / ‖dense‖ of the layer output on the calibration columns, before and
+    /// after the refit.
+    pub error_before: f64,
+    pub error_after: f64,
+    pub damping: f64,
+    pub retries: usize,
+    pub dead_inputs: usize,
+    pub bias: String,
+    pub columns: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CompensationReport {
+    pub refits: Vec<RefitRow>,
+    pub batchnorms_recalibrated: usize,
+    pub columns: usize,
+}
+
+/// The consumer side of one layer: which inputs it loses.
+struct Consumer {
+    node: usize,
+    weight: ValueId,
+    /// Axis of the weight that indexes the layer's inputs.
+    axis: usize,
+    removed: BTreeSet<usize>,
+}
+
+fn consumers(g: &Graph, a: &Analysis, edit: &Edit) -> Vec<Consumer> {
+    let mut removed: BTreeMap<(ValueId, usize), BTreeSet<usize>> = BTreeMap::new();
+    for (gi, grp) in a.groups.iter().enumerate() {
+        for (ui, u) in grp.units.iter().enumerate() {
+            if edit.is_removed((gi, ui)) {
+                for s in u.slices.iter().filter(|s| s.role == Role::In) {
+                    removed
+                        .entry((s.weight, s.axis))
+                        .or_default()
+                        .insert(s.index);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (i, n) in g.nodes.iter().enumerate() {
+        let Some(wv) = n.inputs.get(1).copied().flatten() else {
+            continue;
+        };
+        let (axis, ok) = match &n.op {
+            Ok(Op::Conv { group, .. }) => (1, *group == 1),
+            Ok(Op::Gemm {
+                trans_a: false,
+                trans_b,
+                ..
+            }) => (if *trans_b { 1 } else { 0 }, true),
+            Ok(Op::MatMul) => (
+                0,
+                g.weights
+                    .get(&wv)
+                    .is_some_and(|w| w.tensor.shape().len() == 2),
+            ),
+            _ => continue,
+        };
+        if !ok || !g.weights.contains_key(&wv) {
+            continue;
+        }
+        if let Some(r) = removed.get(&(wv, axis)) {
+            out.push(Consumer {
+                node: i,
+                weight: wv,
+                axis,
+                removed: r.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// Where a layer's bias lives.
+enum Bias {
+    /// A weight input of the node (Conv B, Gemm C of shape [N] or [1, N]).
+    Own(ValueId),
+    /// A constant added right after (MatMul + Add(b)).
+    AddAfter(ValueId),
+    /// No bias, but a BatchNormalization right after: its running mean absorbs a shift.
+    BnMean(ValueId),
+    None,
+}
+
+fn users(g: &Graph, v: ValueId) -> Vec<usize> {
+    g.nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.inputs.contains(&Some(v)))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+fn bias_of(g: &Graph, node: usize, cout: usize) -> Bias {
+    let n = &g.nodes[node];
+    let vec_weight = |v: ValueId| {
+        g.weights
+            .get(&v)
+            .is_some_and(|w| w.tensor.len() == cout && w.tensor.shape().last() == Some(&cout))
+    };
+    match &n.op {
+        Ok(Op::Conv { .. }) | Ok(Op::Gemm { .. }) => {
+            if let Some(b) = n.inputs.get(2).copied().flatten() {
+                return if vec_weight(b) {
+                    Bias::Own(b)
+                } else {
+                    Bias::None
+                };
+            }
+        }
+        _ => {}
+    }
+    let Some(out) = n.outputs.first().copied().flatten() else {
+        return Bias::None;
+    };
+    let us = users(g, out);
+    if us.len() != 1 {
+        return Bias::None;
+    }
+    let u = &g.nodes[us[0]];
+    match &u.op {
+        Ok(Op::Binary(crate::ir::op::Binary::Add)) => {
+            let other = u.inputs.iter().flatten().copied().find(|&v| v != out);
+            match other {
+                Some(b) if vec_weight(b) && g.weights[&b].tensor.shape().len() == 1 => {
+                    Bias::AddAfter(b)
+                }
+                _ => Bias::None,
+            }
+        }
+        Ok(Op::BatchNorm { .. }) if u.inputs.first() == Some(&Some(out)) => {
+            match u.inputs.get(3).copied().flatten() {
+                Some(m) if g.weights.contains_key(&m) => Bias::BnMean(m),
+                _ => Bias::None,
+            }
+        }
+        _ => Bias::None,
+    }
+}
+
+/// The current weights of the pruned network (original shapes), starting from the zeroed
+/// consumer slices.
+struct Network<'g> {
+    g: &'g Graph,
+    weights: HashMap<ValueId, Tensor<f32>>,
+}
+
+impl<'g> Network<'g> {
+    fn get(&self, id: ValueId) -> Tensor<f32> {
+        self.weights
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| self.g.weights[&id].tensor.clone())
+    }
+}
+
+/// Evenly spaced picks of `k` out of `n`.
+fn picks(n: usize, k: usize) -> Vec<usize> {
+    if k >= n {
+        return (0..n).collect();
+    }
+    (0..k).map(|i| i * n / k).collect()
+}
+
+/// The input columns of a layer (rows: one input vector each, im2col for convs) and the
+/// matching dense outputs, for a micro-batch: (columns, k) with `k` the vector length.
+fn columns(
+    op: &Op,
+    x: &ArrayD<f32>,
+    w_shape: &[usize],
+    budget: usize,
+) -> Result<(Vec<f64>, usize, usize)> {
+    let x64 = x.mapv(|v| v as f64);
+    let x = x64.as_standard_layout();
+    let xs = x.as_slice().expect("std");
+    match op {
+        Op::Conv { window, group } => {
+            let sh = conv_shape(x.shape(), w_shape, window, *group).map_err(Error::Data)?;
+            let k = sh.c * sh.g.kh * sh.g.kw;
+            let ohw = sh.g.out_len();
+            let per_img = budget.div_ceil(sh.n.max(1)).clamp(1, ohw);
+            let take = picks(ohw, per_img);
+            let mut col = vec![0.0f64; k * ohw];
+            let hw = sh.g.h * sh.g.w;
+            let mut out = Vec::with_capacity(sh.n * take.len() * k);
+            for img in 0..sh.n {
+                im2col(
+                    &xs[img * sh.c * hw..(img + 1) * sh.c * hw],
+                    sh.c,
+                    &sh.g,
+                    &mut col,
+                );
+                for &p in &take {
+                    out.extend((0..k).map(|r| col[r * ohw + p]));
+                }
+            }
+            Ok((out, k, sh.n * take.len()))
+        }
+        _ => {
+            let k = *x.shape().last().unwrap_or(&1);
+            let rows = xs.len() / k.max(1);
+            let take = picks(rows, budget.max(1));
+            let mut out = Vec::with_capacity(take.len() * k);
+            for &r in &take {
+                out.extend_from_slice(&xs[r * k..(r + 1) * k]);
+            }
+            Ok((out, k, take.len()))
+        }
+    }
+}
+
+/// Solves (G + λI) Xᵀ = Cᵀ for X (rows × k) by Cholesky, raising λ tenfold on failure.
+fn solve_spd(
+    mut gram: Vec<f64>,
+    k: usize,
+    cross: &[f64],
+    rows: usize,
+    damp: f64,
+) -> Result<(Vec<f64>, f64, usize)> {
+    let mean_diag = (0..k).map(|i| gram[i * k + i]).sum::<f64>() / k.max(1) as f64;
+    let mut lambda = damp * mean_diag.max(1e-12);
+    for retry in 0..8 {
+        let a = faer::Mat::<f64>::from_fn(k, k, |i, j| {
+            gram[i * k + j] + if i == j { lambda } else { 0.0 }
+        });
+        if let Ok(llt) = a.llt(faer::Side::Lower) {
+            let mut rhs = faer::Mat::<f64>::from_fn(k, rows, |i, j| cross[j * k + i]);
+            faer::linalg::solvers::SolveCore::solve_in_place_with_conj(
+                &llt,
+                faer::Conj::No,
+                rhs.as_mut(),
+            );
+            let x: Vec<f64> = (0..rows)
+                .flat_map(|r| (0..k).map(move |c| (r, c)))
+                .map(|(r, c)| rhs[(c, r)])
+                .collect();
+            if x.iter().all(|v| v.is_finite()) {
+                return Ok((x, lambda, retry));
+            }
+        }
+        lambda *= 10.0;
+        // Keep the diagonal from collapsing when the first damping was negligible.
+        if retry == 3 {
+            for i in 0..k {
+                gram[i * k + i] += mean_diag.max(1e-12) * 1e-2;
+            }
+        }
+    }
+    Err(Error::Runtime(
+        "the least-squares refit did not factorise even with heavy damping".into(),
+    ))
+}
+
+/// One step of the sequential pass.
+enum Step<'c> {
+    Refit(&'c Consumer),
+    Bn(usize),
+}
+
+/// What the dense network gives each step, gathered in one pass: the sampled dense outputs of a
+/// consumer (per micro-batch, columns × outputs) or the dense input statistics of a BN.
+enum DenseSide {
+    Outputs(Vec<Vec<f32>>),
+    Moments(Vec<f64>, Vec<f64>),
+}
+
+/// The layer's weight as rows [outputs × inputs·taps] matching `columns`, and its geometry.
+struct Layer {
+    op: Op,
+    w_shape: Vec<usize>,
+    cout: usize,
+    kfull: usize,
+    taps: usize,
+}
+
+impl Layer {
+    fn of(g: &Graph, c: &Consumer) -> Layer {
+        let op = g.nodes[c.node].op.clone().expect("supported");
+        let w_shape = g.weights[&c.weight].tensor.shape().to_vec();
+        let (cout, kfull) = match &op {
+            Op::Conv { .. } => (w_shape[0], w_shape[1..].iter().product::<usize>()),
+            Op::Gemm { trans_b: true, .. } => (w_shape[0], w_shape[1]),
+            _ => (w_shape[1], w_shape[0]),
+        };
+        let taps = match &op {
+            Op::Conv { .. } => w_shape[2..].iter().product::<usize>(),
+            _ => 1,
+        };
+        Layer {
+            op,
+            w_shape,
+            cout,
+            kfull,
+            taps,
+        }
+    }
+
+    fn rows(&self, w: &Tensor<f32>) -> Vec<f64> {
+        let a = w.as_float().expect("float");
+        match &self.op {
+            Op::Conv { .. } | Op::Gemm { trans_b: true, .. } => {
+                a.iter().map(|&v| v as f64).collect()
+            }
+            _ => a.t().iter().map(|&v| v as f64).collect(),
+        }
+    }
+}
+
+/// Per-channel Σx, Σx² and the count per channel.
+type Sums = (Vec<f64>, Vec<f64>, f64);
+
+fn stats_of(a: &ArrayD<f32>) -> Sums {
+    let c = a.shape()[1];
+    let (mut s, mut s2) = (vec![0.0; c], vec![0.0; c]);
+    for (ch, lane) in a.axis_iter(Axis(1)).enumerate() {
+        for &v in lane.iter() {
+            let v = v as f64;
+            s[ch] += v;
+            s2[ch] += v * v;
+        }
+    }
+    (s, s2, (a.len() / c.max(1)) as f64)
+}
+
+fn moments(parts: impl Iterator<Item = Sums>) -> (Vec<f64>, Vec<f64>) {
+    let (mut s, mut s2, mut n) = (Vec::new(), Vec::new(), 0.0);
+    for (a, b, k) in parts {
+        if s.is_empty() {
+            s = vec![0.0; a.len()];
+            s2 = vec![0.0; a.len()];
+        }
+        for i in 0..a.len() {
+            s[i] += a[i];
+            s2[i] += b[i];
+        }
+        n += k;
+    }
+    let m: Vec<f64> = s.iter().map(|v| v / n.max(1.0)).collect();
+    let var = s2
+        .iter()
+        .zip(&m)
+        .map(|(q, m)| (q / n.max(1.0) - m * m).max(0.0))
+        .collect();
+    (m, var)
+}
+
+fn value(values: &[Option<Tensor<f32>>], id: ValueId, g: &Graph) -> Result<ArrayD<f32>> {
+    values[id]
+        .as_ref()
+        .and_then(|t| t.as_float().map(|a| a.to_owned()))
+        .ok_or_else(|| Error::graph(format!("value {:?}", g.name(id)), "was not computed"))
+}
+
+pub fn compensate(
+    g: &Graph,
+    a: &Analysis,
+    edit: &Edit,
+    calib: &Feeds<f32>,
+    o: &CompensateOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(HashMap<ValueId, Tensor<f32>>, CompensationReport)> {
+    let mut report = CompensationReport::default();
+    // The network as the removal leaves it: consumer slices zeroed.
+    let mut net = Network {
+        g,
+        weights: HashMap::new(),
+    };
+    let cons = consumers(g, a, edit);
+    for c in &cons {
+        let mut t = net.get(c.weight);
+        if let Data::Float(arr) = &mut t.data {
+            for &i in &c.removed {
+                arr.index_axis_mut(Axis(c.axis), i).fill(0.0);
+            }
+        }
+        net.weights.insert(c.weight, t);
+    }
+    if !(o.refit || o.bn_recalibrate) || cons.is_empty() {
+        return Ok((net.weights, report));
+    }
+    let n = batch_size(calib)?;
+    let mb = o.micro_batch.max(1);
+    let batches: Vec<Feeds<f32>> = (0..n)
+        .step_by(mb)
+        .map(|s| slice_feeds(calib, s..(s + mb).min(n)))
+        .collect();
+    let budget = (o.max_columns / batches.len().max(1)).max(1);
+
+    // Steps in graph order: consumers to refit, BatchNorms downstream of a change.
+    let cons_at: BTreeMap<usize, &Consumer> = cons.iter().map(|c| (c.node, c)).collect();
+    let first = *cons_at.keys().next().expect("a consumer");
+    let mut steps: Vec<(usize, Step)> = Vec::new();
+    for (i, nd) in g.nodes.iter().enumerate() {
+        if o.refit
+            && let Some(c) = cons_at.get(&i)
+        {
+            steps.push((i, Step::Refit(c)));
+        } else if o.bn_recalibrate && i > first && matches!(nd.op, Ok(Op::BatchNorm { .. })) {
+            steps.push((i, Step::Bn(i)));
+        }
+    }
+    // One dense pass: every step's dense side.
+    let layers: HashMap<usize, Layer> = cons.iter().map(|c| (c.node, Layer::of(g, c))).collect();
+    let mut dense_side: Vec<DenseSide> = steps
+        .iter()
+        .map(|(_, s)| match s {
+            Step::Refit(_) => DenseSide::Outputs(Vec::new()),
+            Step::Bn(_) => DenseSide::Moments(Vec::new(), Vec::new()),
+        })
+        .collect();
+    let dense = Engine::<f32>::exact(g)?;
+    let mut bn_parts: Vec<Vec<Sums>> = vec![Vec::new(); steps.len()];
+    for f in &batches {
+        let vals = dense.run_all(f.clone())?;
+        for (k, (node, s)) in steps.iter().enumerate() {
+            let x = g.nodes[*node].inputs[0].expect("input");
+            let xv = value(&vals, x, g)?;
+            match s {
+                Step::Refit(c) => {
+                    let l = &layers[&c.node];
+                    let (cols, _, rows) = columns(&l.op, &xv, &l.w_shape, budget)?;
+                    let w = l.rows(&g.weights[&c.weight].tensor);
+                    let b = bias_values(g, c.node, l.cout);
+                    let mut y = vec![0.0f32; rows * l.cout];
+                    for r in 0..rows {
+                        let xr = &cols[r * l.kfull..(r + 1) * l.kfull];
+                        for o_ in 0..l.cout {
+                            let wr = &w[o_ * l.kfull..(o_ + 1) * l.kfull];
+                            y[r * l.cout + o_] =
+                                (wr.iter().zip(xr).map(|(a, b)| a * b).sum::<f64>() + b[o_]) as f32;
+                        }
+                    }
+                    if let DenseSide::Outputs(v) = &mut dense_side[k] {
+                        v.push(y);
+                    }
+                }
+                Step::Bn(_) => bn_parts[k].push(stats_of(&xv)),
+            }
+        }
+    }
+    for (k, parts) in bn_parts.into_iter().enumerate() {
+        if let DenseSide::Moments(m, v) = &mut dense_side[k] {
+            (*m, *v) = moments(parts.into_iter());
+        }
+    }
+    // The sequential pass: each step sees the network as the previous steps left it.
+    for (k, (node, s)) in steps.iter().enumerate() {
+        let x = g.nodes[*node].inputs[0].expect("input");
+        let prefix = g.subgraph(&[], &[x])?;
+        let mut e = Engine::<f32>::exact(&prefix)?;
+        for (&id, t) in &net.weights {
+            e.set_const(id, t.clone());
+        }
+        match (s, &dense_side[k]) {
+            (Step::Refit(c), DenseSide::Outputs(ys)) => {
+                let row = refit_layer(
+                    g,
+                    &e,
+                    &batches,
+                    ys,
+                    c,
+                    &layers[&c.node],
+                    &mut net,
+                    o,
+                    budget,
+                )?;
+                report.columns += row.columns;
+                report.refits.push(row);
+            }
+            (Step::Bn(bn), DenseSide::Moments(md, vd)) => {
+                let mut parts = Vec::new();
+                for f in &batches {
+                    parts.push(stats_of(
+                        &e.run(f.clone())?
+                            .remove(0)
+                            .as_float()
+                            .expect("float")
+                            .to_owned(),
+                    ));
+                }
+                let (mp, vp) = moments(parts.into_iter());
+                recalibrate_bn(g, *bn, md, vd, &mp, &vp, &mut net);
+                report.batchnorms_recalibrated += 1;
+            }
+            _ => unreachable!("steps and their dense sides align"),
+        }
+        progress(k + 1, steps.len());
+    }
+    Ok((net.weights, report))
+}
+
+/// The dense bias a layer adds (zeros if none).
+fn bias_values(g: &Graph, node: usize, cout: usize) -> Vec<f64> {
+    match bias_of(g, node, cout) {
+        Bias::Own(b) | Bias::AddAfter(b) => g.weights[&b].tensor.to_f64_vec(),
+        _ => vec![0.0; cout],
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn refit_layer(
+    g: &Graph,
+    current: &Engine<f32>,
+    batches: &[Feeds<f32>],
+    dense_y: &[Vec<f32>],
+    c: &Consumer,
+    l: &Layer,
+    net: &mut Network,
+    o: &CompensateOptions,
+    budget: usize,
+) -> Result<RefitRow> {
+    let nd = &g.nodes[c.node];
+    let (cout, kfull, taps) = (l.cout, l.kfull, l.taps);
+    let cin = kfull / taps;
+    let kept_in: Vec<usize> = (0..cin).filter(|i| !c.removed.contains(i)).collect();
+    let kept_cols: Vec<usize> = kept_in
+        .iter()
+        .flat_map(|&i| (0..taps).map(move |t| i * taps + t))
+        .collect();
+    let bias = bias_of(g, c.node, cout);
+    let use_bias = !matches!(bias, Bias::None);
+    let k = kept_cols.len() + usize::from(use_bias);
+    let dense_bias = bias_values(g, c.node, cout);
+    let wcur = l.rows(&net.get(c.weight));
+    let mut gram = vec![0.0f64; k * k];
+    let mut cross = vec![0.0f64; cout * k];
+    let (mut err0, mut norm) = (0.0f64, 0.0f64);
+    let mut samples = 0usize;
+    for (f, ys) in batches.iter().zip(dense_y) {
+        let xv = current
+            .run(f.clone())?
+            .remove(0)
+            .as_float()
+            .expect("float")
+            .to_owned();
+        let (cp, _, np) = columns(&l.op, &xv, &l.w_shape, budget)?;
+        samples += np;
+        let mut xk = vec![0.0f64; np * k];
+        for r in 0..np {
+            for (j, &col) in kept_cols.iter().enumerate() {
+                xk[r * k + j] = cp[r * kfull + col];
+            }
+            if use_bias {
+                xk[r * k + k - 1] = 1.0;
+            }
+        }
+        for r in 0..np {
+            let xp = &cp[r * kfull..(r + 1) * kfull];
+            let xr = &xk[r * k..(r + 1) * k];
+            for o_ in 0..cout {
+                let y = ys[r * cout + o_] as f64;
+                let yp: f64 = wcur[o_ * kfull..(o_ + 1) * kfull]
+                    .iter()
+                    .zip(xp)
+                    .map(|(a, b)| a * b)
+                    .sum::<f64>()
+                    + dense_bias[o_];
+                err0 += (y - yp).powi(2);
+                norm += y * y;
+                for (cv, &xv) in cross[o_ * k..(o_ + 1) * k].iter_mut().zip(xr) {
+                    *cv += y * xv;
+                }
+            }
+        }
+        f64::gemm_xtx(&xk, np, k, &mut gram);
+    }
+    let mut dead = 0;
+    for i in 0..k {
+        if gram[i * k + i] == 0.0 {
+            gram[i * k + i] = 1.0;
+            dead += 1;
+        }
+    }
+    let gram_copy = gram.clone();
+    let (sol, lambda, retries) = solve_spd(gram, k, &cross, cout, o.damp)?;
+    // Error after, from the quadratic form ‖y‖² − 2 wᵀc + wᵀ G w (undamped G).
+    let mut err1 = norm;
+    for o_ in 0..cout {
+        let w = &sol[o_ * k..(o_ + 1) * k];
+        let cr = &cross[o_ * k..(o_ + 1) * k];
+        let mut gw = 0.0;
+        for i in 0..k {
+            gw += w[i]
+                * gram_copy[i * k..(i + 1) * k]
+                    .iter()
+                    .zip(w)
+                    .map(|(a, b)| a * b)
+                    .sum::<f64>();
+        }
+        err1 += gw - 2.0 * w.iter().zip(cr).map(|(a, b)| a * b).sum::<f64>();
+    }
+    // Write back at the original shape: kept columns refit, removed ones zero.
+    let mut new_mat = vec![0.0f64; cout * kfull];
+    for o_ in 0..cout {
+        for (j, &col) in kept_cols.iter().enumerate() {
+            new_mat[o_ * kfull + col] = sol[o_ * k + j];
+        }
+    }
+    let new_w = match &l.op {
+        Op::Conv { .. } | Op::Gemm { trans_b: true, .. } => {
+            ArrayD::from_shape_vec(IxDyn(&l.w_shape), new_mat).expect("sized")
+        }
+        _ => ArrayD::from_shape_vec(IxDyn(&[cout, kfull]), new_mat)
+            .expect("sized")
+            .t()
+            .as_standard_layout()
+            .into_owned(),
+    };
+    let dtype = g.weights[&c.weight].tensor.dtype;
+    net.weights
+        .insert(c.weight, Tensor::float(dtype, new_w.mapv(|v| v as f32)));
+    let new_bias: Vec<f64> = if use_bias {
+        (0..cout).map(|o_| sol[o_ * k + k - 1]).collect()
+    } else {
+        Vec::new()
+    };
+    let bias_note = match &bias {
+        Bias::Own(b) | Bias::AddAfter(b) => {
+            let t = &g.weights[b].tensor;
+            let v = ArrayD::from_shape_vec(
+                IxDyn(t.shape()),
+                new_bias.iter().map(|&v| v as f32).collect(),
+            )
+            .expect("sized");
+            net.weights.insert(*b, Tensor::float(t.dtype, v));
+            format!("refit {:?}", g.name(*b))
+        }
+        Bias::BnMean(m) => {
+            // BN(y + δ) is BN with mean μ − δ.
+            let t = net.get(*m);
+            let mu = t.to_f64_vec();
+            let v = ArrayD::from_shape_vec(
+                IxDyn(t.shape()),
+                mu.iter()
+                    .zip(&new_bias)
+                    .map(|(m, d)| (m - d) as f32)
+                    .collect(),
+            )
+            .expect("sized");
+            net.weights.insert(*m, Tensor::float(t.dtype, v));
+            format!("shift folded into {:?}", g.name(*m))
+        }
+        Bias::None => "none".into(),
+    };
+    Ok(RefitRow {
+        layer: crate::analysis::groups::node_name(g, c.node),
+        kind: nd.op_type.clone(),
+        inputs_kept: kept_in.len(),
+        inputs: cin,
+        error_before: (err0 / norm.max(1e-30)).sqrt(),
+        error_after: (err1.max(0.0) / norm.max(1e-30)).sqrt(),
+        damping: lambda,
+        retries,
+        dead_inputs: dead,
+        bias: bias_note,
+        columns: samples,
+    })
+}
+
+/// Sets a BatchNormalization's mean and variance so that its output on the current network
+/// (input moments mp, vp) has the dense network's per-channel mean and standard deviation
+/// (dense input moments md, vd).
+fn recalibrate_bn(
+    g: &Graph,
+    node: usize,
+    md: &[f64],
+    vd: &[f64],
+    mp: &[f64],
+    vp: &[f64],
+    net: &mut Network,
+) {
+    let nd = &g.nodes[node];
+    let Ok(Op::BatchNorm { epsilon }) = &nd.op else {
+        return;
+    };
+    let eps = *epsilon as f64;
+    let (Some(mean_id), Some(var_id)) = (
+        nd.inputs.get(3).copied().flatten(),
+        nd.inputs.get(4).copied().flatten(),
+    ) else {
+        return;
+    };
+    if !g.weights.contains_key(&mean_id) || !g.weights.contains_key(&var_id) {
+        return;
+    }
+    // The target is the dense BN's output, computed with the dense statistics (a refit may have
+    // shifted the current mean already; the new statistics replace it).
+    let mu = g.weights[&mean_id].tensor.to_f64_vec();
+    let var = g.weights[&var_id].tensor.to_f64_vec();
+    let mut new_mu = net.get(mean_id).to_f64_vec();
+    let mut new_var = net.get(var_id).to_f64_vec();
+    for ch in 0..mu.len().min(md.len()).min(mp.len()) {
+        let (sd, sp) = (vd[ch].sqrt(), vp[ch].sqrt());
+        if sd < 1e-8 || sp < 1e-8 {
+            continue;
+        }
+        let sigma = (var[ch] + eps).sqrt();
+        let sigma_new = sigma * sp / sd;
+        new_mu[ch] = mp[ch] - sigma_new * (md[ch] - mu[ch]) / sigma;
+        new_var[ch] = (sigma_new * sigma_new - eps).max(0.0);
+    }
+    for (id, vals) in [(mean_id, new_mu), (var_id, new_var)] {
+        let t = &g.weights[&id].tensor;
+        let v = ArrayD::from_shape_vec(IxDyn(t.shape()), vals.iter().map(|&v| v as f32).collect())
+            .expect("sized");
+        net.weights.insert(id, Tensor::float(t.dtype, v));
+    }
+}
+
+/// XᵀX accumulation for the Gram matrix (row-major X: rows × k).
+trait Xtx {
+    fn gemm_xtx(x: &[f64], rows: usize, k: usize, gram: &mut [f64]);
+}
+
+impl Xtx for f64 {
+    fn gemm_xtx(x: &[f64], rows: usize, k: usize, gram: &mut [f64]) {
+        use crate::tensor::{MatRef, Real};
+        if rows == 0 {
+            return;
+        }
+        <f64 as Real>::gemm(
+            k,
+            k,
+            rows,
+            MatRef::row_major(x, k, true),
+            MatRef::row_major(x, k, false),
+            gram,
+            k,
+            true,
+            1.0,
+            true,
+        );
+    }
+}
