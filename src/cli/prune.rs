@@ -28,6 +28,18 @@ pub struct PruneArgs {
     /// Importance of each channel, head or unit.
     #[arg(long, value_enum, default_value_t = Criterion::Magnitude)]
     pub criterion: Criterion,
+    /// Hutchinson probes for --criterion hap.
+    #[arg(long, default_value_t = 3)]
+    pub probes: usize,
+    /// Calibration samples for the Hessian-vector products of hap and sosp-h.
+    #[arg(long, default_value_t = 128)]
+    pub hessian_samples: usize,
+    /// sosp-h: drop the first-order term −θᵀg.
+    #[arg(long)]
+    pub sosp_no_first_order: bool,
+    /// sosp-h: |first| + |second| instead of |first + second|.
+    #[arg(long)]
+    pub sosp_abs_terms: bool,
     /// What --structured is a fraction of.
     #[arg(long, value_enum, default_value_t = Target::Prunable)]
     pub target: Target,
@@ -320,6 +332,12 @@ pub fn run(a: PruneArgs, threads: usize) -> Result<()> {
         threads,
         latency_runs: a.latency_runs,
         plan_in,
+        probes: a.probes.max(1),
+        hessian_samples: a.hessian_samples.max(1),
+        sosp: prune::second_order::SospOptions {
+            first_order: !a.sosp_no_first_order,
+            abs_total: !a.sosp_abs_terms,
+        },
         compensation: prune::compensate::CompensateOptions {
             refit: !a.no_compensation,
             bn_recalibrate: !a.no_compensation && !a.no_bn_recalibrate,

@@ -23,6 +23,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 pub enum Criterion {
     Magnitude,
     Taylor,
+    Fisher,
+    Hap,
+    #[value(name = "sosp-h")]
+    #[serde(rename = "sosp-h")]
+    SospH,
 }
 
 impl std::fmt::Display for Criterion {
@@ -30,6 +35,9 @@ impl std::fmt::Display for Criterion {
         f.write_str(match self {
             Criterion::Magnitude => "magnitude",
             Criterion::Taylor => "taylor",
+            Criterion::Fisher => "fisher",
+            Criterion::Hap => "hap",
+            Criterion::SospH => "sosp-h",
         })
     }
 }

@@ -34,6 +34,10 @@ pub struct StructuredOptions {
     pub latency_runs: usize,
     pub latency_batch: usize,
     pub plan_in: Option<Plan>,
+    /// Hutchinson probes (hap) and calibration samples for the Hessian-based criteria.
+    pub probes: usize,
+    pub hessian_samples: usize,
+    pub sosp: super::second_order::SospOptions,
     /// Training-free compensation (consumer refit, BatchNorm re-estimation).
     pub compensation: super::compensate::CompensateOptions,
     /// The command line, for the output's metadata.
@@ -57,6 +61,9 @@ impl Default for StructuredOptions {
             latency_runs: 20,
             latency_batch: 32,
             plan_in: None,
+            probes: 3,
+            hessian_samples: 128,
+            sosp: Default::default(),
             compensation: Default::default(),
             command: String::new(),
         }
@@ -207,12 +214,54 @@ pub fn run(
             })?;
             (s, Some(name))
         }
+        Criterion::Fisher => {
+            let s = super::second_order::fisher(
+                g,
+                &a,
+                &calib,
+                o.seed,
+                o.micro_batch.min(8),
+                &mut |d, t| progress("scoring", d, t),
+            )?;
+            (
+                s,
+                Some(
+                    "Fisher of the model's predictive distribution (labels sampled from it)"
+                        .to_string(),
+                ),
+            )
+        }
+        Criterion::Hap | Criterion::SospH => {
+            let hcal = crate::calib::head(&calib, o.hessian_samples.max(1))?;
+            let hn = crate::autodiff::curvature::batch_size(&hcal)?;
+            let hl = calib_labels.as_ref().map(|l| l[..hn.min(l.len())].to_vec());
+            let (obj, name) = super::second_order::objective(g, &hcal, hl.as_deref())?;
+            let s = if o.criterion == Criterion::Hap {
+                super::second_order::hap(
+                    g,
+                    &a,
+                    &hcal,
+                    &obj,
+                    o.probes,
+                    o.seed,
+                    o.micro_batch.min(16),
+                    &mut |d, t| progress("hessian", d, t),
+                )?
+            } else {
+                progress("hessian", 0, 1);
+                let s =
+                    super::second_order::sosp_h(g, &a, &hcal, &obj, o.micro_batch.min(16), o.sosp)?;
+                progress("hessian", 1, 1);
+                s
+            };
+            (s, Some(format!("{name}, {hn} samples")))
+        }
     };
     // Magnitudes differ in scale between layers: normalised per group. Taylor scores are loss
     // estimates, comparable across layers: ranked per parameter removed.
     let rank: Vec<Vec<f64>> = match o.criterion {
         Criterion::Magnitude => criteria::normalize(&scores),
-        Criterion::Taylor => scores
+        _ => scores
             .iter()
             .zip(&a.groups)
             .map(|(s, grp)| {
