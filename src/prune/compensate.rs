@@ -37,6 +37,8 @@ pub struct CompensateOptions {
     pub damp: f64,
     /// Columns (conv output positions × samples) used per layer, sampled evenly.
     pub max_columns: usize,
+    /// Calibration samples used (the first ones).
+    pub max_samples: usize,
     pub micro_batch: usize,
 }
 
@@ -407,13 +409,6 @@ fn moments(parts: impl Iterator<Item = Sums>) -> (Vec<f64>, Vec<f64>) {
     (m, var)
 }
 
-fn value(values: &[Option<Tensor<f32>>], id: ValueId, g: &Graph) -> Result<ArrayD<f32>> {
-    values[id]
-        .as_ref()
-        .and_then(|t| t.as_float().map(|a| a.to_owned()))
-        .ok_or_else(|| Error::graph(format!("value {:?}", g.name(id)), "was not computed"))
-}
-
 pub fn compensate(
     g: &Graph,
     a: &Analysis,
@@ -471,30 +466,34 @@ pub fn compensate(
             Step::Bn(_) => DenseSide::Moments(Vec::new(), Vec::new()),
         })
         .collect();
-    let dense = Engine::<f32>::exact(g)?;
+    // The inference plan (BatchNorm folded, fused activations) on the sub-graph that ends at
+    // the steps' inputs: only those values are kept.
+    let inputs: Vec<ValueId> = steps.iter().map(|(node, _)| g.nodes[*node].inputs[0].expect("input")).collect();
+    let mut uniq = inputs.clone();
+    uniq.sort_unstable();
+    uniq.dedup();
+    let dense_graph = g.subgraph(&[], &uniq)?;
+    let dense = Engine::<f32>::new(&dense_graph)?;
     let mut bn_parts: Vec<Vec<Sums>> = vec![Vec::new(); steps.len()];
     for f in &batches {
-        let vals = dense.run_all(f.clone())?;
-        for (k, (node, s)) in steps.iter().enumerate() {
-            let x = g.nodes[*node].inputs[0].expect("input");
-            let xv = value(&vals, x, g)?;
+        let outs = dense.run(f.clone())?;
+        for (k, (_, s)) in steps.iter().enumerate() {
+            let at = uniq.binary_search(&inputs[k]).expect("listed");
+            let xv = outs[at].as_float().ok_or_else(|| Error::graph(format!("value {:?}", g.name(inputs[k])), "is not float"))?.to_owned();
             match s {
                 Step::Refit(c) => {
                     let l = &layers[&c.node];
                     let (cols, _, rows) = columns(&l.op, &xv, &l.w_shape, budget)?;
                     let w = l.rows(&g.weights[&c.weight].tensor);
                     let b = bias_values(g, c.node, l.cout);
-                    let mut y = vec![0.0f32; rows * l.cout];
-                    for r in 0..rows {
-                        let xr = &cols[r * l.kfull..(r + 1) * l.kfull];
-                        for o_ in 0..l.cout {
-                            let wr = &w[o_ * l.kfull..(o_ + 1) * l.kfull];
-                            y[r * l.cout + o_] =
-                                (wr.iter().zip(xr).map(|(a, b)| a * b).sum::<f64>() + b[o_]) as f32;
+                    let mut y = matmul_t(&cols, rows, l.kfull, &w, l.cout);
+                    for row in y.chunks_mut(l.cout) {
+                        for (v, bo) in row.iter_mut().zip(&b) {
+                            *v += bo;
                         }
                     }
                     if let DenseSide::Outputs(v) = &mut dense_side[k] {
-                        v.push(y);
+                        v.push(y.into_iter().map(|v| v as f32).collect());
                     }
                 }
                 Step::Bn(_) => bn_parts[k].push(stats_of(&xv)),
@@ -509,11 +508,13 @@ pub fn compensate(
     // The sequential pass: each step sees the network as the previous steps left it.
     for (k, (node, s)) in steps.iter().enumerate() {
         let x = g.nodes[*node].inputs[0].expect("input");
-        let prefix = g.subgraph(&[], &[x])?;
-        let mut e = Engine::<f32>::exact(&prefix)?;
-        for (&id, t) in &net.weights {
-            e.set_const(id, t.clone());
+        let mut prefix = g.subgraph(&[], &[x])?;
+        for (id, t) in &net.weights {
+            if let Some(w) = prefix.weights.get_mut(id) {
+                w.tensor = t.clone();
+            }
         }
+        let e = Engine::<f32>::new(&prefix)?;
         match (s, &dense_side[k]) {
             (Step::Refit(c), DenseSide::Outputs(ys)) => {
                 let row = refit_layer(
@@ -607,23 +608,19 @@ fn refit_layer(
                 xk[r * k + k - 1] = 1.0;
             }
         }
-        for r in 0..np {
-            let xp = &cp[r * kfull..(r + 1) * kfull];
-            let xr = &xk[r * k..(r + 1) * k];
-            for o_ in 0..cout {
-                let y = ys[r * cout + o_] as f64;
-                let yp: f64 = wcur[o_ * kfull..(o_ + 1) * kfull]
-                    .iter()
-                    .zip(xp)
-                    .map(|(a, b)| a * b)
-                    .sum::<f64>()
-                    + dense_bias[o_];
-                err0 += (y - yp).powi(2);
-                norm += y * y;
-                for (cv, &xv) in cross[o_ * k..(o_ + 1) * k].iter_mut().zip(xr) {
-                    *cv += y * xv;
-                }
+        let y: Vec<f64> = ys.iter().map(|&v| v as f64).collect();
+        let yp = matmul_t(&cp, np, kfull, &wcur, cout);
+        for (r, (yr, pr)) in y.chunks(cout).zip(yp.chunks(cout)).enumerate() {
+            let _ = r;
+            for ((a, b), bo) in yr.iter().zip(pr).zip(&dense_bias) {
+                err0 += (a - b - bo).powi(2);
+                norm += a * a;
             }
+        }
+        // C += Yᵀ·X, G += Xᵀ·X.
+        if np > 0 {
+            use crate::tensor::{MatRef, Real};
+            <f64 as Real>::gemm(cout, k, np, MatRef::row_major(&y, cout, true), MatRef::row_major(&xk, k, false), &mut cross, k, true, 1.0, true);
         }
         f64::gemm_xtx(&xk, np, k, &mut gram);
     }
@@ -768,6 +765,16 @@ fn recalibrate_bn(
             .expect("sized");
         net.weights.insert(id, Tensor::float(t.dtype, v));
     }
+}
+
+/// X (rows × k, row-major) · Wᵀ with W (n × k, row-major): rows × n.
+fn matmul_t(x: &[f64], rows: usize, k: usize, w: &[f64], n: usize) -> Vec<f64> {
+    use crate::tensor::{MatRef, Real};
+    let mut out = vec![0.0f64; rows * n];
+    if rows > 0 && n > 0 && k > 0 {
+        <f64 as Real>::gemm(rows, n, k, MatRef::row_major(x, k, false), MatRef::row_major(w, k, true), &mut out, n, false, 1.0, true);
+    }
+    out
 }
 
 /// XᵀX accumulation for the Gram matrix (row-major X: rows × k).
