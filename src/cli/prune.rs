@@ -32,7 +32,7 @@ pub struct PruneArgs {
     #[arg(long, default_value_t = 3)]
     pub probes: usize,
     /// Calibration samples for the Hessian-vector products of hap and sosp-h.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 64)]
     pub hessian_samples: usize,
     /// sosp-h: drop the first-order term −θᵀg.
     #[arg(long)]
@@ -110,6 +110,9 @@ pub struct PruneArgs {
     /// with the removed units' consumers zeroed.
     #[arg(long)]
     pub no_compensation: bool,
+    /// Calibration samples used by the compensation (the first ones).
+    #[arg(long, default_value_t = 128)]
+    pub compensation_samples: usize,
     /// Refit consumers but leave BatchNorm statistics as they are.
     #[arg(long)]
     pub no_bn_recalibrate: bool,
@@ -341,6 +344,7 @@ pub fn run(a: PruneArgs, threads: usize) -> Result<()> {
         compensation: prune::compensate::CompensateOptions {
             refit: !a.no_compensation,
             bn_recalibrate: !a.no_compensation && !a.no_bn_recalibrate,
+            max_samples: a.compensation_samples.max(1),
             ..Default::default()
         },
         command: std::env::args().collect::<Vec<_>>().join(" "),

@@ -49,6 +49,7 @@ impl Default for CompensateOptions {
             bn_recalibrate: true,
             damp: 1e-3,
             max_columns: 1 << 16,
+            max_samples: 128,
             micro_batch: 32,
         }
     }
@@ -436,7 +437,7 @@ pub fn compensate(
     if !(o.refit || o.bn_recalibrate) || cons.is_empty() {
         return Ok((net.weights, report));
     }
-    let n = batch_size(calib)?;
+    let n = batch_size(calib)?.min(o.max_samples.max(1));
     let mb = o.micro_batch.max(1);
     let batches: Vec<Feeds<f32>> = (0..n)
         .step_by(mb)

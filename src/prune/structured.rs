@@ -62,7 +62,7 @@ impl Default for StructuredOptions {
             latency_batch: 32,
             plan_in: None,
             probes: 3,
-            hessian_samples: 128,
+            hessian_samples: 64,
             sosp: Default::default(),
             compensation: Default::default(),
             command: String::new(),
