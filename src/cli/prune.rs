@@ -40,6 +40,14 @@ pub struct PruneArgs {
     /// sosp-h: |first| + |second| instead of |first + second|.
     #[arg(long)]
     pub sosp_abs_terms: bool,
+    /// Neural implants (default with --criterion hap): the most sensitive share of the
+    /// removed channels (--implant-ratio) is recomputed by fitted 1×1 convs instead.
+    #[arg(long, conflicts_with = "no_implant")]
+    pub implant: bool,
+    #[arg(long)]
+    pub no_implant: bool,
+    #[arg(long, default_value_t = 0.1, value_name = "F")]
+    pub implant_ratio: f64,
     /// What --structured is a fraction of.
     #[arg(long, value_enum, default_value_t = Target::Prunable)]
     pub target: Target,
@@ -334,6 +342,8 @@ pub fn run(a: PruneArgs, threads: usize) -> Result<()> {
         device: a.device,
         threads,
         latency_runs: a.latency_runs,
+        implant_ratio: (!a.no_implant && (a.implant || a.criterion == Criterion::Hap))
+            .then_some(a.implant_ratio),
         plan_in,
         probes: a.probes.max(1),
         hessian_samples: a.hessian_samples.max(1),

@@ -72,9 +72,22 @@ pub struct RefitRow {
     pub columns: usize,
 }
 
+#[derive(Debug, Clone, Serialize)]
+pub struct ImplantRow {
+    pub layer: String,
+    pub channels: usize,
+    pub inputs: usize,
+    /// Parameters of the 1×1 implant and of the k×k filters it replaces.
+    pub params: usize,
+    pub params_replaced: usize,
+    /// ‖dense − implant‖ / ‖dense‖ of the implanted channels' outputs on the calibration columns.
+    pub error: f64,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CompensationReport {
     pub refits: Vec<RefitRow>,
+    pub implants: Vec<ImplantRow>,
     pub batchnorms_recalibrated: usize,
     pub columns: usize,
 }
@@ -320,6 +333,8 @@ fn solve_spd(
 /// One step of the sequential pass.
 enum Step<'c> {
     Refit(&'c Consumer),
+    /// An implant's producer: (implant, the producer's weight, its removed inputs).
+    Implant(&'c crate::prune::implant::Implant, ValueId, BTreeSet<usize>),
     Bn(usize),
 }
 
@@ -340,9 +355,9 @@ struct Layer {
 }
 
 impl Layer {
-    fn of(g: &Graph, c: &Consumer) -> Layer {
-        let op = g.nodes[c.node].op.clone().expect("supported");
-        let w_shape = g.weights[&c.weight].tensor.shape().to_vec();
+    fn of(g: &Graph, node: usize, weight: ValueId) -> Layer {
+        let op = g.nodes[node].op.clone().expect("supported");
+        let w_shape = g.weights[&weight].tensor.shape().to_vec();
         let (cout, kfull) = match &op {
             Op::Conv { .. } => (w_shape[0], w_shape[1..].iter().product::<usize>()),
             Op::Gemm { trans_b: true, .. } => (w_shape[0], w_shape[1]),
@@ -434,7 +449,7 @@ pub fn compensate(
         }
         net.weights.insert(c.weight, t);
     }
-    if !(o.refit || o.bn_recalibrate) || cons.is_empty() {
+    if !(o.refit || o.bn_recalibrate) || (cons.is_empty() && edit.implants.is_empty()) {
         return Ok((net.weights, report));
     }
     let n = batch_size(calib)?.min(o.max_samples.max(1));
@@ -447,29 +462,50 @@ pub fn compensate(
 
     // Steps in graph order: consumers to refit, BatchNorms downstream of a change.
     let cons_at: BTreeMap<usize, &Consumer> = cons.iter().map(|c| (c.node, c)).collect();
-    let first = *cons_at.keys().next().expect("a consumer");
+    // BatchNorms before the first change see the dense network.
+    let first = cons_at.keys().chain(edit.implants.iter().map(|i| &i.producer)).min().copied().unwrap_or(0);
     let mut steps: Vec<(usize, Step)> = Vec::new();
     for (i, nd) in g.nodes.iter().enumerate() {
         if o.refit
             && let Some(c) = cons_at.get(&i)
         {
             steps.push((i, Step::Refit(c)));
+        }
+        if let Some(imp) = edit.implants.iter().find(|imp| imp.producer == i) {
+            let w = nd.inputs[1].expect("producer weight");
+            let gone = cons_at
+                .get(&i)
+                .map(|c| c.removed.clone())
+                .unwrap_or_default();
+            steps.push((i, Step::Implant(imp, w, gone)));
         } else if o.bn_recalibrate && i > first && matches!(nd.op, Ok(Op::BatchNorm { .. })) {
             steps.push((i, Step::Bn(i)));
         }
     }
     // One dense pass: every step's dense side.
-    let layers: HashMap<usize, Layer> = cons.iter().map(|c| (c.node, Layer::of(g, c))).collect();
+    let mut layers: HashMap<usize, Layer> = cons
+        .iter()
+        .map(|c| (c.node, Layer::of(g, c.node, c.weight)))
+        .collect();
+    for imp in &edit.implants {
+        let w = g.nodes[imp.producer].inputs[1].expect("producer weight");
+        layers
+            .entry(imp.producer)
+            .or_insert_with(|| Layer::of(g, imp.producer, w));
+    }
     let mut dense_side: Vec<DenseSide> = steps
         .iter()
         .map(|(_, s)| match s {
-            Step::Refit(_) => DenseSide::Outputs(Vec::new()),
+            Step::Refit(_) | Step::Implant(..) => DenseSide::Outputs(Vec::new()),
             Step::Bn(_) => DenseSide::Moments(Vec::new(), Vec::new()),
         })
         .collect();
     // The inference plan (BatchNorm folded, fused activations) on the sub-graph that ends at
     // the steps' inputs: only those values are kept.
-    let inputs: Vec<ValueId> = steps.iter().map(|(node, _)| g.nodes[*node].inputs[0].expect("input")).collect();
+    let inputs: Vec<ValueId> = steps
+        .iter()
+        .map(|(node, _)| g.nodes[*node].inputs[0].expect("input"))
+        .collect();
     let mut uniq = inputs.clone();
     uniq.sort_unstable();
     uniq.dedup();
@@ -480,13 +516,23 @@ pub fn compensate(
         let outs = dense.run(f.clone())?;
         for (k, (_, s)) in steps.iter().enumerate() {
             let at = uniq.binary_search(&inputs[k]).expect("listed");
-            let xv = outs[at].as_float().ok_or_else(|| Error::graph(format!("value {:?}", g.name(inputs[k])), "is not float"))?.to_owned();
+            let xv = outs[at]
+                .as_float()
+                .ok_or_else(|| {
+                    Error::graph(format!("value {:?}", g.name(inputs[k])), "is not float")
+                })?
+                .to_owned();
             match s {
-                Step::Refit(c) => {
-                    let l = &layers[&c.node];
+                Step::Refit(_) | Step::Implant(..) => {
+                    let (node, weight) = match s {
+                        Step::Refit(c) => (c.node, c.weight),
+                        Step::Implant(imp, w, _) => (imp.producer, *w),
+                        Step::Bn(_) => unreachable!("matched above"),
+                    };
+                    let l = &layers[&node];
                     let (cols, _, rows) = columns(&l.op, &xv, &l.w_shape, budget)?;
-                    let w = l.rows(&g.weights[&c.weight].tensor);
-                    let b = bias_values(g, c.node, l.cout);
+                    let w = l.rows(&g.weights[&weight].tensor);
+                    let b = bias_values(g, node, l.cout);
                     let mut y = matmul_t(&cols, rows, l.kfull, &w, l.cout);
                     for row in y.chunks_mut(l.cout) {
                         for (v, bo) in row.iter_mut().zip(&b) {
@@ -531,6 +577,22 @@ pub fn compensate(
                 )?;
                 report.columns += row.columns;
                 report.refits.push(row);
+            }
+            (Step::Implant(imp, w, gone), DenseSide::Outputs(ys)) => {
+                let row = fit_implant(
+                    g,
+                    &e,
+                    &batches,
+                    ys,
+                    imp,
+                    *w,
+                    gone,
+                    &layers[&imp.producer],
+                    &mut net,
+                    o,
+                    budget,
+                )?;
+                report.implants.push(row);
             }
             (Step::Bn(bn), DenseSide::Moments(md, vd)) => {
                 let mut parts = Vec::new();
@@ -621,7 +683,18 @@ fn refit_layer(
         // C += Yᵀ·X, G += Xᵀ·X.
         if np > 0 {
             use crate::tensor::{MatRef, Real};
-            <f64 as Real>::gemm(cout, k, np, MatRef::row_major(&y, cout, true), MatRef::row_major(&xk, k, false), &mut cross, k, true, 1.0, true);
+            <f64 as Real>::gemm(
+                cout,
+                k,
+                np,
+                MatRef::row_major(&y, cout, true),
+                MatRef::row_major(&xk, k, false),
+                &mut cross,
+                k,
+                true,
+                1.0,
+                true,
+            );
         }
         f64::gemm_xtx(&xk, np, k, &mut gram);
     }
@@ -718,6 +791,143 @@ fn refit_layer(
     })
 }
 
+/// Fits an implant: the implanted channels' dense outputs from the centre taps of the producer's
+/// current input (kept input channels, plus a bias where one can go), ridge least squares; the
+/// result is written as centre-tap-only rows of the producer's filter.
+#[allow(clippy::too_many_arguments)]
+fn fit_implant(
+    g: &Graph,
+    current: &Engine<f32>,
+    batches: &[Feeds<f32>],
+    dense_y: &[Vec<f32>],
+    imp: &crate::prune::implant::Implant,
+    weight: ValueId,
+    gone: &BTreeSet<usize>,
+    l: &Layer,
+    net: &mut Network,
+    o: &CompensateOptions,
+    budget: usize,
+) -> Result<ImplantRow> {
+    let (cout, kfull, taps) = (l.cout, l.kfull, l.taps);
+    let cin = kfull / taps;
+    let spatial = l.w_shape.len() - 2;
+    let mut center = 0;
+    for d in 0..spatial {
+        center += (l.w_shape[2 + d] / 2) * l.w_shape[3 + d..].iter().product::<usize>();
+    }
+    let kept_in: Vec<usize> = (0..cin).filter(|i| !gone.contains(i)).collect();
+    let bias = bias_of(g, imp.producer, cout);
+    let use_bias = !matches!(bias, Bias::None);
+    let k = kept_in.len() + usize::from(use_bias);
+    let s = &imp.units;
+    let mut gram = vec![0.0f64; k * k];
+    let mut cross = vec![0.0f64; s.len() * k];
+    let mut norm = 0.0f64;
+    let mut ysel_all: Vec<f64> = Vec::new();
+    let mut xk_all: Vec<f64> = Vec::new();
+    for (f, ys) in batches.iter().zip(dense_y) {
+        let xv = current
+            .run(f.clone())?
+            .remove(0)
+            .as_float()
+            .expect("float")
+            .to_owned();
+        let (cp, _, np) = columns(&l.op, &xv, &l.w_shape, budget)?;
+        let mut xk = vec![0.0f64; np * k];
+        for r in 0..np {
+            for (j, &i) in kept_in.iter().enumerate() {
+                xk[r * k + j] = cp[r * kfull + i * taps + center];
+            }
+            if use_bias {
+                xk[r * k + k - 1] = 1.0;
+            }
+        }
+        let mut ysel = vec![0.0f64; np * s.len()];
+        for r in 0..np {
+            for (j, &c) in s.iter().enumerate() {
+                let y = ys[r * cout + c] as f64;
+                ysel[r * s.len() + j] = y;
+                norm += y * y;
+            }
+        }
+        if np > 0 {
+            use crate::tensor::{MatRef, Real};
+            <f64 as Real>::gemm(
+                s.len(),
+                k,
+                np,
+                MatRef::row_major(&ysel, s.len(), true),
+                MatRef::row_major(&xk, k, false),
+                &mut cross,
+                k,
+                true,
+                1.0,
+                true,
+            );
+        }
+        f64::gemm_xtx(&xk, np, k, &mut gram);
+        ysel_all.extend(ysel);
+        xk_all.extend(xk);
+    }
+    for i in 0..k {
+        if gram[i * k + i] == 0.0 {
+            gram[i * k + i] = 1.0;
+        }
+    }
+    let (sol, _, _) = solve_spd(gram, k, &cross, s.len(), o.damp)?;
+    // Error of the fit on the same columns.
+    let rows = xk_all.len() / k.max(1);
+    let pred = matmul_t(&xk_all, rows, k, &sol, s.len());
+    let err: f64 = pred
+        .iter()
+        .zip(&ysel_all)
+        .map(|(a, b)| (a - b).powi(2))
+        .sum();
+    // Centre-tap-only rows in the producer's filter.
+    let mut wt = net.get(weight);
+    if let Data::Float(arr) = &mut wt.data {
+        let flat = arr.as_slice_mut().expect("standard layout weights");
+        for (j, &c) in s.iter().enumerate() {
+            let row = &mut flat[c * kfull..(c + 1) * kfull];
+            row.fill(0.0);
+            for (t, &i) in kept_in.iter().enumerate() {
+                row[i * taps + center] = sol[j * k + t] as f32;
+            }
+        }
+    }
+    net.weights.insert(weight, wt);
+    if use_bias {
+        let target = match &bias {
+            Bias::Own(b) => Some((*b, false)),
+            Bias::BnMean(m) => Some((*m, true)),
+            _ => None,
+        };
+        if let Some((id, is_mean)) = target {
+            let mut t = net.get(id);
+            if let Data::Float(arr) = &mut t.data {
+                for (j, &c) in s.iter().enumerate() {
+                    let b = sol[j * k + k - 1] as f32;
+                    // BN(y + b) is BN with mean μ − b.
+                    arr[[c]] = if is_mean {
+                        g.weights[&id].tensor.as_float().expect("float")[[c]] - b
+                    } else {
+                        b
+                    };
+                }
+            }
+            net.weights.insert(id, t);
+        }
+    }
+    Ok(ImplantRow {
+        layer: crate::analysis::groups::node_name(g, imp.producer),
+        channels: s.len(),
+        inputs: kept_in.len(),
+        params: s.len() * (kept_in.len() + usize::from(matches!(bias, Bias::Own(_)))),
+        params_replaced: s.len() * (cin * taps + usize::from(matches!(bias, Bias::Own(_)))),
+        error: (err / norm.max(1e-30)).sqrt(),
+    })
+}
+
 /// Sets a BatchNormalization's mean and variance so that its output on the current network
 /// (input moments mp, vp) has the dense network's per-channel mean and standard deviation
 /// (dense input moments md, vd).
@@ -773,7 +983,18 @@ fn matmul_t(x: &[f64], rows: usize, k: usize, w: &[f64], n: usize) -> Vec<f64> {
     use crate::tensor::{MatRef, Real};
     let mut out = vec![0.0f64; rows * n];
     if rows > 0 && n > 0 && k > 0 {
-        <f64 as Real>::gemm(rows, n, k, MatRef::row_major(x, k, false), MatRef::row_major(w, k, true), &mut out, n, false, 1.0, true);
+        <f64 as Real>::gemm(
+            rows,
+            n,
+            k,
+            MatRef::row_major(x, k, false),
+            MatRef::row_major(w, k, true),
+            &mut out,
+            n,
+            false,
+            1.0,
+            true,
+        );
     }
     out
 }

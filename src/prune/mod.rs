@@ -5,6 +5,7 @@
 pub mod allocate;
 pub mod compensate;
 pub mod criteria;
+pub mod implant;
 pub mod plan;
 pub mod second_order;
 pub mod structured;

@@ -19,6 +19,9 @@ pub struct PlanGroup {
     pub units: usize,
     pub scores: Vec<f64>,
     pub removed: Vec<usize>,
+    /// Units kept as fitted 1×1 implants.
+    #[serde(default)]
+    pub implanted: Vec<usize>,
     /// Tensor indices removed, per member, for auditing.
     pub removed_indices: Vec<(String, usize, Vec<usize>)>,
 }
@@ -54,6 +57,7 @@ impl Plan {
         criterion: &str,
         scores: &[Vec<f64>],
         removed: &[Vec<bool>],
+        implants: &[super::implant::Implant],
     ) -> Plan {
         let groups = a
             .groups
@@ -79,6 +83,11 @@ impl Plan {
                     units: grp.units.len(),
                     scores: scores[gi].clone(),
                     removed: (0..grp.units.len()).filter(|&u| removed[gi][u]).collect(),
+                    implanted: implants
+                        .iter()
+                        .filter(|i| i.group == gi)
+                        .flat_map(|i| i.units.clone())
+                        .collect(),
                     removed_indices: per
                         .into_iter()
                         .map(|((w, ax), mut idx)| {
@@ -115,14 +124,19 @@ impl Plan {
     /// The removal this plan describes, for a fresh analysis of the model: every planned group
     /// must match a group with the same members and unit count, and no removed unit may be
     /// frozen now.
-    pub fn removal(&self, g: &Graph, a: &Analysis) -> Result<Vec<Vec<bool>>> {
+    pub fn removal(
+        &self,
+        g: &Graph,
+        a: &Analysis,
+    ) -> Result<(Vec<Vec<bool>>, Vec<super::implant::Implant>)> {
         let mut removed: Vec<Vec<bool>> = a
             .groups
             .iter()
             .map(|g| vec![false; g.units.len()])
             .collect();
+        let mut implants = Vec::new();
         for pg in &self.groups {
-            if pg.removed.is_empty() {
+            if pg.removed.is_empty() && pg.implanted.is_empty() {
                 continue;
             }
             let gi = (0..a.groups.len())
@@ -151,7 +165,20 @@ impl Plan {
                     pg.id
                 )));
             }
+            if !pg.implanted.is_empty() {
+                if let Some(why) = super::implant::ineligible(g, a, gi) {
+                    return Err(Error::Data(format!(
+                        "plan group {} has implants, but here it cannot take them: {why}",
+                        pg.id
+                    )));
+                }
+                implants.push(super::implant::Implant {
+                    group: gi,
+                    producer: a.groups[gi].producers[0],
+                    units: pg.implanted.clone(),
+                });
+            }
         }
-        Ok(removed)
+        Ok((removed, implants))
     }
 }

@@ -38,6 +38,9 @@ pub struct StructuredOptions {
     pub probes: usize,
     pub hessian_samples: usize,
     pub sosp: super::second_order::SospOptions,
+    /// Neural implants: this share of the removed units (the most sensitive ones) is recomputed
+    /// by fitted 1×1 convs instead (None: no implants).
+    pub implant_ratio: Option<f64>,
     /// Training-free compensation (consumer refit, BatchNorm re-estimation).
     pub compensation: super::compensate::CompensateOptions,
     /// The command line, for the output's metadata.
@@ -64,6 +67,7 @@ impl Default for StructuredOptions {
             probes: 3,
             hessian_samples: 64,
             sosp: Default::default(),
+            implant_ratio: None,
             compensation: Default::default(),
             command: String::new(),
         }
@@ -287,8 +291,13 @@ pub fn run(
         max_layer_ratio: o.max_layer_ratio,
         round_to: o.round_to,
     };
+    let mut planned_implants = None;
     let (removed, shortfall) = match &o.plan_in {
-        Some(p) => (p.removal(g, &a)?, None),
+        Some(p) => {
+            let (r, i) = p.removal(g, &a)?;
+            planned_implants = Some(i);
+            (r, None)
+        }
         None => {
             let al = allocate(
                 g,
@@ -308,10 +317,27 @@ pub fn run(
         return Err(Error::Usage("--target flops needs FLOPs of the model, which could not be counted at the held-out input shapes".into()));
     }
     let t2 = std::time::Instant::now();
+    // Implants: the band just above the threshold is recomputed by 1×1 convs, not removed.
+    let mut removed = removed;
+    let implants = match (planned_implants, o.implant_ratio) {
+        (Some(p), _) => p,
+        (None, Some(r)) if r > 0.0 => super::implant::choose(g, &a, &removed, &rank, r, o.round_to),
+        _ => Vec::new(),
+    };
+    for imp in &implants {
+        for &u in &imp.units {
+            removed[imp.group][u] = false;
+        }
+    }
     let mut edit = Edit {
         removed,
         replace: HashMap::new(),
+        implants,
     };
+    let compensating = o.compensation.refit || o.compensation.bn_recalibrate;
+    if !edit.implants.is_empty() && !compensating {
+        return Err(Error::Usage("implants are fitted by the compensation pass: drop --no-compensation or give --no-implant".into()));
+    }
     let mut compensation = super::compensate::CompensationReport::default();
     if o.compensation.refit || o.compensation.bn_recalibrate {
         let copts = super::compensate::CompensateOptions {
@@ -429,6 +455,7 @@ pub fn run(
         &o.criterion.to_string(),
         &scores,
         &edit.removed,
+        &edit.implants,
     );
     let report = Report {
         tool: format!("onnx-prune {}", env!("CARGO_PKG_VERSION")),
@@ -596,6 +623,17 @@ impl Report {
                 } else {
                     String::new()
                 },
+            );
+        }
+        if !c.implants.is_empty() {
+            let ch: usize = c.implants.iter().map(|i| i.channels).sum();
+            let p: usize = c.implants.iter().map(|i| i.params).sum();
+            let pr: usize = c.implants.iter().map(|i| i.params_replaced).sum();
+            let err = c.implants.iter().map(|i| i.error).sum::<f64>() / c.implants.len() as f64;
+            let _ = writeln!(
+                o,
+                "implants  {ch} channels in {} layers recomputed by 1×1 convs ({p} params for the {pr} of their k×k filters; mean relative error {err:.3})",
+                c.implants.len()
             );
         }
         let _ = writeln!(

@@ -23,6 +23,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 pub struct Edit {
     pub removed: Vec<Vec<bool>>,
     pub replace: HashMap<ValueId, Tensor<f32>>,
+    /// Units kept but recomputed by a 1×1 conv implant (their producer rows in `replace` are
+    /// centre-tap-only filters).
+    pub implants: Vec<crate::prune::implant::Implant>,
 }
 
 impl Edit {
@@ -34,7 +37,14 @@ impl Edit {
                 .map(|g| vec![false; g.units.len()])
                 .collect(),
             replace: HashMap::new(),
+            implants: Vec::new(),
         }
+    }
+
+    pub fn is_implanted(&self, u: UnitRef) -> bool {
+        self.implants
+            .iter()
+            .any(|i| i.group == u.0 && i.units.contains(&u.1))
     }
 
     pub fn is_removed(&self, u: UnitRef) -> bool {
@@ -187,15 +197,64 @@ pub fn apply(model: &Model, a: &Analysis, probe: &Probe, edit: &Edit) -> Result<
     let mut nodes: Vec<NodeProto> = g.nodes.iter().map(|n| n.proto.clone()).collect();
 
     // Weights: refit values first, then the removed slices.
+    // Implanted units move to the end of their group's channels (after the producer's k×k
+    // outputs, see `implant`): every slice of theirs is ordered after the others on its axis,
+    // and the producer itself no longer computes them.
+    let mut implanted: BTreeMap<(ValueId, usize), BTreeSet<usize>> = BTreeMap::new();
+    let mut producer_rows: BTreeMap<ValueId, BTreeSet<usize>> = BTreeMap::new();
+    for imp in &edit.implants {
+        let pw = g.nodes[imp.producer].inputs[1].expect("producer weight");
+        let pb = g.nodes[imp.producer].inputs.get(2).copied().flatten();
+        for &u in &imp.units {
+            for s in &a.groups[imp.group].units[u].slices {
+                let own = (s.weight == pw || Some(s.weight) == pb) && s.axis == 0;
+                if own {
+                    producer_rows.entry(s.weight).or_default().insert(s.index);
+                } else {
+                    implanted
+                        .entry((s.weight, s.axis))
+                        .or_default()
+                        .insert(s.index);
+                }
+            }
+        }
+    }
     let mut touched: BTreeSet<ValueId> = removed.keys().copied().collect();
     touched.extend(edit.replace.keys().copied());
-    for w in touched {
+    touched.extend(producer_rows.keys().copied());
+    touched.extend(implanted.keys().map(|k| k.0));
+    for &w in &touched {
         let base = edit.replace.get(&w).unwrap_or(&g.weights[&w].tensor);
-        let t = match removed.get(&w) {
-            Some(r) => tensors::drop_indices(base, r),
-            None => base.clone(),
-        };
+        let shape = base.shape().to_vec();
+        let mut orders: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (axis, &d) in shape.iter().enumerate() {
+            let gone = removed.get(&w).and_then(|r| r.get(&axis));
+            let own = if axis == 0 {
+                producer_rows.get(&w)
+            } else {
+                None
+            };
+            let late = implanted.get(&(w, axis));
+            if gone.is_none() && own.is_none() && late.is_none() {
+                continue;
+            }
+            let mut keep: Vec<usize> = (0..d)
+                .filter(|i| {
+                    !gone.is_some_and(|s| s.contains(i)) && !own.is_some_and(|s| s.contains(i))
+                })
+                .collect();
+            keep.sort_by_key(|i| (late.is_some_and(|s| s.contains(i)), *i));
+            orders.insert(axis, keep);
+        }
+        let t = tensors::select(base, &orders);
         tensors::set_weight(&mut m, g, &mut nodes, w, &t);
+    }
+    let mut implant_nodes: Vec<(usize, Vec<NodeProto>)> = Vec::new();
+    for imp in &edit.implants {
+        implant_nodes.push((
+            imp.producer,
+            implant_surgery(model, edit, &removed, imp, &mut m, &mut nodes)?,
+        ));
     }
 
     let mut edits = IntEdits::default();
@@ -255,6 +314,13 @@ pub fn apply(model: &Model, a: &Analysis, probe: &Probe, edit: &Edit) -> Result<
         }
     }
     let mut inserts = edits.apply(&mut m, g, &mut nodes)?;
+    // Implant convs and their Concat go right after their producer.
+    for (p, ns) in implant_nodes {
+        for (k, n) in ns.into_iter().enumerate().rev() {
+            let _ = k;
+            inserts.push((p + 1, n));
+        }
+    }
     inserts.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
     for (at, n) in inserts {
         nodes.insert(at, n);
@@ -306,6 +372,121 @@ pub fn apply(model: &Model, a: &Analysis, probe: &Probe, edit: &Edit) -> Result<
     }
     gp.node = nodes;
     Ok(m)
+}
+
+/// Splits an implant's producer: its output is renamed, a 1×1 Conv computes the implanted
+/// channels from the same input (the centre taps of their filters), a Concat joins both under
+/// the original name. Returns the two new nodes (to go after the producer).
+fn implant_surgery(
+    model: &Model,
+    edit: &Edit,
+    removed: &BTreeMap<ValueId, BTreeMap<usize, BTreeSet<usize>>>,
+    imp: &crate::prune::implant::Implant,
+    m: &mut ModelProto,
+    nodes: &mut [NodeProto],
+) -> Result<Vec<NodeProto>> {
+    let g = &model.graph;
+    let p = &g.nodes[imp.producer];
+    let Ok(Op::Conv { window, .. }) = &p.op else {
+        return Err(Error::graph(
+            p.label(),
+            "an implant's producer must be a Conv",
+        ));
+    };
+    let pw = p.inputs[1].expect("weight");
+    let w = edit.replace.get(&pw).unwrap_or(&g.weights[&pw].tensor);
+    let ws = w.shape().to_vec();
+    let spatial = ws.len() - 2;
+    let taps: usize = ws[2..].iter().product();
+    let center: usize = {
+        let mut c = 0;
+        for d in 0..spatial {
+            let stride: usize = ws[3 + d..].iter().product();
+            c += (ws[2 + d] / 2) * stride;
+        }
+        c
+    };
+    let wa = w.as_float().expect("float");
+    let flat = wa.as_standard_layout();
+    let flat = flat.as_slice().expect("std");
+    let cin = ws[1];
+    let keep_in: Vec<usize> = (0..cin)
+        .filter(|i| {
+            !removed
+                .get(&pw)
+                .and_then(|r| r.get(&1))
+                .is_some_and(|s| s.contains(i))
+        })
+        .collect();
+    let mut iw = Vec::with_capacity(imp.units.len() * keep_in.len());
+    for &c in &imp.units {
+        for &i in &keep_in {
+            iw.push(flat[(c * cin + i) * taps + center]);
+        }
+    }
+    let mut shape = vec![imp.units.len(), keep_in.len()];
+    shape.extend(std::iter::repeat_n(1, spatial));
+    let dtype = w.dtype;
+    let iw = Tensor::float(
+        dtype,
+        ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), iw).expect("sized"),
+    );
+    let base = if p.name.is_empty() {
+        g.name(p.outputs[0].expect("output")).to_string()
+    } else {
+        p.name.clone()
+    };
+    let out_name = nodes[imp.producer].output[0].clone();
+    let (kxk, imp_out) = (format!("{out_name}__kxk"), format!("{out_name}__implant"));
+    let wname = format!("{base}/implant.weight");
+    let gp = m.graph.as_mut().expect("graph");
+    gp.initializer
+        .push(crate::tensor::tensor_to_proto(&iw, &wname));
+    let mut inputs = vec![nodes[imp.producer].input[0].clone(), wname];
+    if let Some(b) = p.inputs.get(2).copied().flatten() {
+        let bt = edit
+            .replace
+            .get(&b)
+            .unwrap_or(&g.weights[&b].tensor)
+            .to_f64_vec();
+        let bv: Vec<f32> = imp.units.iter().map(|&c| bt[c] as f32).collect();
+        let n = bv.len();
+        let t = Tensor::float(
+            dtype,
+            ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[n]), bv).expect("sized"),
+        );
+        let bname = format!("{base}/implant.bias");
+        gp.initializer
+            .push(crate::tensor::tensor_to_proto(&t, &bname));
+        inputs.push(bname);
+    }
+    nodes[imp.producer].output[0] = kxk.clone();
+    let strides: Vec<i64> = if window.strides.is_empty() {
+        vec![1; spatial]
+    } else {
+        window.strides.iter().map(|&s| s as i64).collect()
+    };
+    let mut conv = NodeProto {
+        name: Some(format!("{base}/implant")),
+        op_type: Some("Conv".into()),
+        input: inputs,
+        output: vec![imp_out.clone()],
+        ..Default::default()
+    };
+    set_ints(&mut conv, "kernel_shape", &vec![1; spatial]);
+    set_ints(&mut conv, "strides", &strides);
+    if !p.proto.domain().is_empty() {
+        conv.domain = p.proto.domain.clone();
+    }
+    let mut concat = NodeProto {
+        name: Some(format!("{base}/implant_concat")),
+        op_type: Some("Concat".into()),
+        input: vec![kxk, imp_out],
+        output: vec![out_name],
+        ..Default::default()
+    };
+    set_int(&mut concat, "axis", 1);
+    Ok(vec![conv, concat])
 }
 
 fn split_fix(

@@ -6,17 +6,16 @@ use crate::onnx::proto::{AttributeProto, attribute_proto::AttributeType};
 use crate::onnx::{ModelProto, NodeProto, TensorProto};
 use crate::tensor::{Data, Tensor, tensor_to_proto};
 use ndarray::Axis;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-/// `t` without the indices `removed[axis]` along each axis.
-pub fn drop_indices(t: &Tensor<f32>, removed: &BTreeMap<usize, BTreeSet<usize>>) -> Tensor<f32> {
+/// `t` with each listed axis reduced to (and reordered as) `orders[axis]`.
+pub fn select(t: &Tensor<f32>, orders: &BTreeMap<usize, Vec<usize>>) -> Tensor<f32> {
     let mut data = t.data.clone();
-    for (&axis, idx) in removed {
-        let keep: Vec<usize> = (0..t.shape()[axis]).filter(|i| !idx.contains(i)).collect();
+    for (&axis, keep) in orders {
         data = match data {
-            Data::Float(a) => Data::Float(a.select(Axis(axis), &keep).into_shared()),
-            Data::Int(a) => Data::Int(a.select(Axis(axis), &keep).into_shared()),
-            Data::Bool(a) => Data::Bool(a.select(Axis(axis), &keep).into_shared()),
+            Data::Float(a) => Data::Float(a.select(Axis(axis), keep).into_shared()),
+            Data::Int(a) => Data::Int(a.select(Axis(axis), keep).into_shared()),
+            Data::Bool(a) => Data::Bool(a.select(Axis(axis), keep).into_shared()),
         };
     }
     Tensor {
