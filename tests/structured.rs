@@ -45,7 +45,7 @@ fn every_model_prunes_to_a_valid_exact_model() {
         );
         let edit = Edit {
             removed: al.removed,
-            replace: Default::default(),
+            ..Default::default()
         };
         let removed = edit.removed.iter().flatten().filter(|r| **r).count();
         // A group must keep a unit: only groups of two or more can lose any.

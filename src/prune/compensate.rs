@@ -463,7 +463,12 @@ pub fn compensate(
     // Steps in graph order: consumers to refit, BatchNorms downstream of a change.
     let cons_at: BTreeMap<usize, &Consumer> = cons.iter().map(|c| (c.node, c)).collect();
     // BatchNorms before the first change see the dense network.
-    let first = cons_at.keys().chain(edit.implants.iter().map(|i| &i.producer)).min().copied().unwrap_or(0);
+    let first = cons_at
+        .keys()
+        .chain(edit.implants.iter().map(|i| &i.producer))
+        .min()
+        .copied()
+        .unwrap_or(0);
     let mut steps: Vec<(usize, Step)> = Vec::new();
     for (i, nd) in g.nodes.iter().enumerate() {
         if o.refit
