@@ -180,16 +180,78 @@ fn the_accuracy_gate_refuses_to_write() {
             s(&fx("mnist_calib_labels.npy")),
             "--max-drop",
             "0.01",
+            "--backoff-steps",
+            "1",
             "--latency-runs",
             "0",
             "--report",
             s(&report),
         ],
         2,
-        "exceeds --max-drop 0.01",
+        "misses --max-drop 0.01",
     );
     assert!(!out.exists(), "a refused model is not written");
-    assert!(report.exists(), "the report says why");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert!(
+        r["refused"].is_string(),
+        "the report says why: {}",
+        r["refused"]
+    );
+}
+
+#[test]
+fn back_off_restores_the_most_harmful_groups_until_within_budget() {
+    let dir = common::scratch("cli-prune-backoff");
+    let (out, report) = (dir.join("vit.onnx"), dir.join("report.json"));
+    let budget = 0.02;
+    let o = run(&[
+        s(&fx("vit.onnx")),
+        s(&out),
+        "--structured",
+        "0.5",
+        "--criterion",
+        "taylor",
+        "--calib",
+        s(&fx("mnist_calib.npz")),
+        "--labels",
+        s(&fx("mnist_calib_labels.npy")),
+        "--eval",
+        s(&fx("mnist_heldout.npz")),
+        "--eval-labels",
+        s(&fx("mnist_heldout_labels.npy")),
+        "--max-drop",
+        "0.02",
+        "--latency-runs",
+        "0",
+        "--report",
+        s(&report),
+    ]);
+    assert!(o.status.success(), "{}", err(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let steps = r["backoff"].as_array().unwrap();
+    // Without the budget this prune loses ≈ 9 points on ViT, so at least one step is needed.
+    assert!(!steps.is_empty(), "no back-off step: {}", r["validation"]);
+    let last = steps.last().unwrap();
+    assert!(last["drop"].as_f64().unwrap() <= budget);
+    assert!(
+        last["units_removed"].as_u64().unwrap() > 0,
+        "something stays pruned"
+    );
+    let drop = r["validation"]["drop"].as_f64().unwrap();
+    assert!(drop <= budget, "written model drops {drop}");
+    // Earlier steps restored groups with a larger measured harm first.
+    let harms: Vec<f64> = steps
+        .iter()
+        .flat_map(|s| {
+            s["restored"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p[1].as_f64().unwrap())
+        })
+        .collect();
+    assert!(harms.windows(2).all(|w| w[0] >= w[1]), "{harms:?}");
+    common::onnx_check_files(std::slice::from_ref(&out));
 }
 
 #[test]

@@ -101,6 +101,10 @@ pub struct PruneArgs {
     /// original, else 1 − cosine similarity, drops by more than this (a fraction, 0.01 = 1 point).
     #[arg(long, value_name = "X")]
     pub max_drop: Option<f64>,
+    /// With --max-drop: restore pruned groups in at most this many steps (most harmful first)
+    /// before giving up.
+    #[arg(long, default_value_t = 6)]
+    pub backoff_steps: usize,
     /// Write the machine-readable report here.
     #[arg(long, value_name = "OUT.json")]
     pub report: Option<PathBuf>,
@@ -342,6 +346,8 @@ pub fn run(a: PruneArgs, threads: usize) -> Result<()> {
         device: a.device,
         threads,
         latency_runs: a.latency_runs,
+        max_drop: a.max_drop,
+        backoff_steps: a.backoff_steps.max(1),
         implant_ratio: (!a.no_implant && (a.implant || a.criterion == Criterion::Hap))
             .then_some(a.implant_ratio),
         plan_in,
@@ -373,6 +379,9 @@ pub fn run(a: PruneArgs, threads: usize) -> Result<()> {
     if let Some(p) = &a.plan_out {
         onnx_prune::onnx::io::write_atomic(p, serde_json::to_string_pretty(&out.plan)?.as_bytes())
             .with_context(|| format!("writing the plan {}", p.display()))?;
+    }
+    if let Some(why) = &out.report.refused {
+        return Err(Rejected(format!("{why}: {} not written", output.display())).into());
     }
     if let Some(x) = a.max_drop
         && out.report.validation.drop > x

@@ -38,6 +38,10 @@ pub struct StructuredOptions {
     pub probes: usize,
     pub hessian_samples: usize,
     pub sosp: super::second_order::SospOptions,
+    /// Accuracy budget: back off (restore groups) until the drop is within it.
+    pub max_drop: Option<f64>,
+    /// Back-off steps at most (groups are restored in this many batches).
+    pub backoff_steps: usize,
     /// Neural implants: this share of the removed units (the most sensitive ones) is recomputed
     /// by fitted 1×1 convs instead (None: no implants).
     pub implant_ratio: Option<f64>,
@@ -68,6 +72,8 @@ impl Default for StructuredOptions {
             hessian_samples: 64,
             sosp: Default::default(),
             implant_ratio: None,
+            max_drop: None,
+            backoff_steps: 6,
             compensation: Default::default(),
             command: String::new(),
         }
@@ -94,6 +100,14 @@ pub struct GroupRow {
     pub units: usize,
     pub kept: usize,
     pub frozen: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackoffStep {
+    /// Groups restored, with the drop their removal alone caused.
+    pub restored: Vec<(String, f64)>,
+    pub drop: f64,
+    pub units_removed: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -129,6 +143,10 @@ pub struct Report {
     pub calibration_samples: usize,
     pub validation: Validation,
     pub compensation: super::compensate::CompensationReport,
+    /// --max-drop back-off: the groups restored at each step and the drop after it.
+    pub backoff: Vec<BackoffStep>,
+    /// Why no model should be written (the back-off ran out), when so.
+    pub refused: Option<String>,
     pub exact: bool,
     pub warnings: Vec<String>,
     pub seconds: BTreeMap<String, f64>,
@@ -316,7 +334,6 @@ pub fn run(
     if o.target == Target::Flops && before.flops.is_none() && o.plan_in.is_none() {
         return Err(Error::Usage("--target flops needs FLOPs of the model, which could not be counted at the held-out input shapes".into()));
     }
-    let t2 = std::time::Instant::now();
     // Implants: the band just above the threshold is recomputed by 1×1 convs, not removed.
     let mut removed = removed;
     let implants = match (planned_implants, o.implant_ratio) {
@@ -329,71 +346,115 @@ pub fn run(
             removed[imp.group][u] = false;
         }
     }
-    let mut edit = Edit {
-        removed,
-        replace: HashMap::new(),
-        implants,
-    };
     let compensating = o.compensation.refit || o.compensation.bn_recalibrate;
-    if !edit.implants.is_empty() && !compensating {
+    if !implants.is_empty() && !compensating {
         return Err(Error::Usage("implants are fitted by the compensation pass: drop --no-compensation or give --no-implant".into()));
     }
-    let mut compensation = super::compensate::CompensationReport::default();
-    if o.compensation.refit || o.compensation.bn_recalibrate {
-        let copts = super::compensate::CompensateOptions {
-            micro_batch: o.micro_batch,
-            ..o.compensation
-        };
-        let (w, rep) = super::compensate::compensate(g, &a, &edit, &calib, &copts, &mut |d, t| {
-            progress("compensation", d, t)
-        })?;
-        edit.replace = w;
-        compensation = rep;
-        seconds.insert("compensation".into(), t2.elapsed().as_secs_f64());
-    }
-    let t2 = std::time::Instant::now();
-    let mut pruned = rewrite::apply(model, &a, &probe, &edit)?;
-    add_metadata(&mut pruned, o, &edit, &a);
-    let bytes = pruned.encode_to_vec();
-    // The emitted model must be readable by our own IR and keep every output shape.
-    let reread = Model::from_loaded(crate::onnx::decode_model(
-        bytes::Bytes::from(bytes.clone()),
-        &model.source.path,
-    )?)
-    .map_err(|e| Error::Runtime(format!("the rewritten model is invalid: {e}")))?;
-    let ys = crate::interp::Engine::<f32>::new(&reread.graph)?.run(sample.clone())?;
-    let yd = crate::interp::Engine::<f32>::new(g)?.run(sample.clone())?;
-    for ((a_, b_), &o_) in ys.iter().zip(&yd).zip(&g.outputs) {
-        if a_.shape() != b_.shape() {
-            return Err(Error::Runtime(format!(
-                "internal error: output {:?} changed shape {:?} → {:?} in the rewrite",
-                g.name(o_),
-                b_.shape(),
-                a_.shape()
-            )));
-        }
-    }
-    seconds.insert("rewrite".into(), t2.elapsed().as_secs_f64());
-
-    let t3 = std::time::Instant::now();
-    progress("validation", 0, 1);
     let dense_bytes = model.source.proto.encode_to_vec();
-    let validation = validate(
-        &dense_bytes,
-        &bytes,
-        model.source.path.parent(),
-        &data.eval,
-        data.eval_labels.as_deref(),
-        &ValidateOptions {
-            device: o.device,
-            threads: o.threads,
-            latency_runs: o.latency_runs,
-            latency_batch: o.latency_batch,
-        },
-    )?;
-    progress("validation", 1, 1);
-    seconds.insert("validation".into(), t3.elapsed().as_secs_f64());
-
+    let vopts = ValidateOptions {
+        device: o.device,
+        threads: o.threads,
+        latency_runs: o.latency_runs,
+        latency_batch: o.latency_batch,
+    };
+    let ctx = AttemptCtx {
+        model,
+        a: &a,
+        probe: &probe,
+        calib: &calib,
+        data,
+        o,
+        sample: &sample,
+        dense_bytes: &dense_bytes,
+        vopts: &vopts,
+    };
+    let mut att = attempt(&ctx, removed, implants, &mut seconds, progress)?;
+    // Back-off: restore the groups whose removal alone hurts most (measured on the held-out
+    // data, zeroed consumers, no compensation), a few per step, until within --max-drop.
+    let mut backoff = Vec::new();
+    let mut refused = None;
+    if let Some(x) = o.max_drop
+        && att.validation.drop > x
+    {
+        let t4 = std::time::Instant::now();
+        let dense_out = crate::runtime::OrtSession::new(
+            &dense_bytes,
+            model.source.path.parent(),
+            o.device,
+            o.threads,
+        )?
+        .run(&data.eval)?
+        .remove(0)
+        .1;
+        let mut harm: Vec<(f64, usize)> = Vec::new();
+        let pruned_groups: Vec<usize> = (0..a.groups.len())
+            .filter(|&gi| att.edit.removed[gi].iter().any(|&r| r))
+            .collect();
+        for (k, &gi) in pruned_groups.iter().enumerate() {
+            progress("back-off", k, pruned_groups.len());
+            let mut only = Edit::none(&a);
+            only.removed[gi] = att.edit.removed[gi].clone();
+            let zb = rewrite::zero_consumers(model, &a, &only)?.encode_to_vec();
+            let d = crate::validate::gate::quick_drop(
+                &zb,
+                model.source.path.parent(),
+                &dense_out,
+                &data.eval,
+                data.eval_labels.as_deref(),
+                &vopts,
+            )?;
+            harm.push((d, gi));
+        }
+        harm.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+        let per_step = harm.len().div_ceil(o.backoff_steps.max(1)).max(1);
+        let mut queue = harm.into_iter();
+        loop {
+            let batch: Vec<(f64, usize)> = queue.by_ref().take(per_step).collect();
+            if batch.is_empty() {
+                break;
+            }
+            let mut removed = att.edit.removed.clone();
+            let mut implants = att.edit.implants.clone();
+            for &(_, gi) in &batch {
+                removed[gi].iter_mut().for_each(|r| *r = false);
+                implants.retain(|i| i.group != gi);
+            }
+            if removed.iter().flatten().all(|r| !r) {
+                refused = Some(format!(
+                    "even the smallest pruning left misses --max-drop {x} ({} {:.4} with only {} pruned)",
+                    att.validation.drop_metric,
+                    att.validation.drop,
+                    batch
+                        .iter()
+                        .map(|(_, gi)| a.group_name(g, *gi))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+                break;
+            }
+            att = attempt(&ctx, removed, implants, &mut seconds, progress)?;
+            backoff.push(BackoffStep {
+                restored: batch
+                    .iter()
+                    .map(|&(h, gi)| (a.group_name(g, gi), h))
+                    .collect(),
+                drop: att.validation.drop,
+                units_removed: att.edit.removed.iter().flatten().filter(|r| **r).count(),
+            });
+            if att.validation.drop <= x {
+                break;
+            }
+        }
+        seconds.insert("back-off".into(), t4.elapsed().as_secs_f64());
+    }
+    let Attempt {
+        edit,
+        compensation,
+        pruned,
+        bytes,
+        reread,
+        validation,
+    } = att;
     let after = Sizes {
         params: float_params(&reread),
         flops: flops_at(&reread, &sample),
@@ -479,6 +540,8 @@ pub fn run(
         calibration_samples: calib_n,
         validation,
         compensation,
+        backoff,
+        refused,
         exact,
         warnings,
         seconds,
@@ -489,6 +552,101 @@ pub fn run(
         report,
         plan,
         analysis: a,
+    })
+}
+
+struct AttemptCtx<'c> {
+    model: &'c Model,
+    a: &'c Analysis,
+    probe: &'c Probe,
+    calib: &'c Feeds<f32>,
+    data: &'c Data,
+    o: &'c StructuredOptions,
+    sample: &'c Feeds<f32>,
+    dense_bytes: &'c [u8],
+    vopts: &'c ValidateOptions,
+}
+
+struct Attempt {
+    edit: Edit,
+    compensation: super::compensate::CompensationReport,
+    pruned: ModelProto,
+    bytes: Vec<u8>,
+    reread: Model,
+    validation: Validation,
+}
+
+/// One removal → compensation → rewrite → re-read check → validation.
+fn attempt(
+    c: &AttemptCtx,
+    removed: Vec<Vec<bool>>,
+    implants: Vec<super::implant::Implant>,
+    seconds: &mut BTreeMap<String, f64>,
+    progress: Progress,
+) -> Result<Attempt> {
+    let (model, a, o) = (c.model, c.a, c.o);
+    let g = &model.graph;
+    let t2 = std::time::Instant::now();
+    let mut edit = Edit {
+        removed,
+        replace: HashMap::new(),
+        implants,
+    };
+    let mut compensation = super::compensate::CompensationReport::default();
+    if o.compensation.refit || o.compensation.bn_recalibrate {
+        let copts = super::compensate::CompensateOptions {
+            micro_batch: o.micro_batch,
+            ..o.compensation
+        };
+        let (w, rep) = super::compensate::compensate(g, a, &edit, c.calib, &copts, &mut |d, t| {
+            progress("compensation", d, t)
+        })?;
+        edit.replace = w;
+        compensation = rep;
+        *seconds.entry("compensation".into()).or_insert(0.0) += t2.elapsed().as_secs_f64();
+    }
+    let t2 = std::time::Instant::now();
+    let mut pruned = rewrite::apply(model, a, c.probe, &edit)?;
+    add_metadata(&mut pruned, o, &edit, a);
+    let bytes = pruned.encode_to_vec();
+    // The emitted model must be readable by our own IR and keep every output shape.
+    let reread = Model::from_loaded(crate::onnx::decode_model(
+        bytes::Bytes::from(bytes.clone()),
+        &model.source.path,
+    )?)
+    .map_err(|e| Error::Runtime(format!("the rewritten model is invalid: {e}")))?;
+    let ys = crate::interp::Engine::<f32>::new(&reread.graph)?.run(c.sample.clone())?;
+    let yd = crate::interp::Engine::<f32>::new(g)?.run(c.sample.clone())?;
+    for ((a_, b_), &o_) in ys.iter().zip(&yd).zip(&g.outputs) {
+        if a_.shape() != b_.shape() {
+            return Err(Error::Runtime(format!(
+                "internal error: output {:?} changed shape {:?} → {:?} in the rewrite",
+                g.name(o_),
+                b_.shape(),
+                a_.shape()
+            )));
+        }
+    }
+    *seconds.entry("rewrite".into()).or_insert(0.0) += t2.elapsed().as_secs_f64();
+    let t3 = std::time::Instant::now();
+    progress("validation", 0, 1);
+    let validation = validate(
+        c.dense_bytes,
+        &bytes,
+        model.source.path.parent(),
+        &c.data.eval,
+        c.data.eval_labels.as_deref(),
+        c.vopts,
+    )?;
+    progress("validation", 1, 1);
+    *seconds.entry("validation".into()).or_insert(0.0) += t3.elapsed().as_secs_f64();
+    Ok(Attempt {
+        edit,
+        compensation,
+        pruned,
+        bytes,
+        reread,
+        validation,
     })
 }
 
@@ -662,6 +820,24 @@ impl Report {
                 "{:>4}  {:<10} {:>7} {:>7} {:>7}  {}",
                 grp.id, kind, grp.units, grp.kept, grp.frozen, grp.name
             );
+        }
+        for (k, step) in self.backoff.iter().enumerate() {
+            let names: Vec<String> = step
+                .restored
+                .iter()
+                .map(|(n, h)| format!("{n} ({h:.3})"))
+                .collect();
+            let _ = writeln!(
+                o,
+                "back-off {}: restored {} → drop {:.4}, {} units removed",
+                k + 1,
+                names.join(", "),
+                step.drop,
+                step.units_removed
+            );
+        }
+        if let Some(r) = &self.refused {
+            let _ = writeln!(o, "refused: {r}");
         }
         if !self.frozen.is_empty() {
             let _ = writeln!(o, "not pruned:");

@@ -98,6 +98,46 @@ pub struct ValidateOptions {
     pub latency_batch: usize,
 }
 
+/// What the gate compares with --max-drop: the accuracy drop with labels, else the top-1
+/// disagreement for a classifier, else 1 − cosine similarity of the first output.
+pub fn drop_of(
+    dense: &Tensor<f32>,
+    pruned: &Tensor<f32>,
+    labels: Option<&[i64]>,
+) -> Result<(f64, String)> {
+    if let Some(l) = labels {
+        let (a, b) = (
+            accuracy(dense, l).map_err(Error::Data)?,
+            accuracy(pruned, l).map_err(Error::Data)?,
+        );
+        return Ok((a - b, "accuracy drop".into()));
+    }
+    let agg = agreement("output", dense, pruned).map_err(Error::Runtime)?;
+    Ok(match agg.top1_agreement {
+        Some(t) if dense.shape().len() == 2 => {
+            (1.0 - t, "top-1 disagreement with the original".into())
+        }
+        _ => (
+            1.0 - agg.cosine,
+            "1 − cosine similarity to the original".into(),
+        ),
+    })
+}
+
+/// The gate's drop of a candidate model against the dense model's outputs on `eval`.
+pub fn quick_drop(
+    candidate: &[u8],
+    dir: Option<&Path>,
+    dense_out: &Tensor<f32>,
+    eval: &Feeds<f32>,
+    labels: Option<&[i64]>,
+    o: &ValidateOptions,
+) -> Result<f64> {
+    let mut s = OrtSession::new(candidate, dir, o.device, o.threads)?;
+    let y = s.run(eval)?;
+    Ok(drop_of(dense_out, &y[0].1, labels)?.0)
+}
+
 /// Runs both models (bytes; `dir` resolves external data) on `eval` and compares them.
 pub fn validate(
     dense: &[u8],
@@ -140,16 +180,7 @@ pub fn validate(
         None => (None, None),
     };
     let kl = mean_kl(&yd[0].1, &yp[0].1);
-    let (drop, drop_metric) = match (accuracy_dense, accuracy_pruned, outputs[0].top1_agreement) {
-        (Some(a), Some(b), _) => (a - b, "accuracy drop".to_string()),
-        (_, _, Some(t)) if yd[0].1.shape().len() == 2 => {
-            (1.0 - t, "top-1 disagreement with the original".to_string())
-        }
-        _ => (
-            1.0 - outputs[0].cosine,
-            "1 − cosine similarity to the original".to_string(),
-        ),
-    };
+    let (drop, drop_metric) = drop_of(&yd[0].1, &yp[0].1, labels)?;
     let latency = if o.latency_runs > 0 {
         let b = o.latency_batch.clamp(1, samples);
         let feeds = crate::calib::head(eval, b)?;
