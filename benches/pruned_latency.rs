@@ -73,6 +73,8 @@ fn main() {
             synthetic: false,
         };
         let opts = StructuredOptions {
+            criterion: prune::Criterion::Magnitude,
+            implant_ratio: None,
             latency_runs: 0,
             ..Default::default()
         };

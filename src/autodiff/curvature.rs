@@ -569,6 +569,70 @@ impl<'g, S: Real> Curvature<'g, S> {
         })
     }
 
+    /// Nonnegative estimates of diag(G) (G = Jᵀ·Λ·J, the Gauss-Newton matrix) for each of `wrt`:
+    /// the mean over `probes` of (Jᵀ·L·u)², u Rademacher in output space and L·Lᵀ = Λ. Each
+    /// probe costs one backward pass (the forward tape of a micro-batch is reused by all
+    /// probes), and any sum of the estimate over a block is ≥ 0, unlike z ⊙ Hz.
+    pub fn gauss_newton_diagonal(
+        &mut self,
+        feeds: &Feeds<S>,
+        obj: &Objective,
+        wrt: &[ValueId],
+        probes: usize,
+        seed: u64,
+        on_chunk: &mut dyn FnMut(usize, usize),
+    ) -> Result<Vec<ArrayD<f64>>> {
+        let probes = probes.max(1);
+        let mut rng = SplitMix64::new(seed);
+        let chunks = self.chunks(feeds, Some(obj))?;
+        let total = chunks.len();
+        // Σ_chunks √w·Jᵀ·L·u per probe: the chunks' probes are independent, so the cross terms
+        // vanish in expectation and w (the chunk's share of the mean) scales Λ once.
+        let mut acc: Vec<Vec<ArrayD<f64>>> = Vec::with_capacity(probes);
+        for (ci, (f, o, w)) in chunks.into_iter().enumerate() {
+            let o = o.expect("objective");
+            let tape = self.forward(f)?;
+            let vals = o.values();
+            for j in 0..probes {
+                let u: Vec<ArrayD<S>> = vals
+                    .iter()
+                    .map(|&v| {
+                        let y = tape.float(self.graph, v)?;
+                        Ok(ArrayD::from_shape_fn(y.raw_dim(), |_| {
+                            S::from_f64(rng.rademacher())
+                        }))
+                    })
+                    .collect::<Result<_>>()?;
+                let lu = o.output_hessian_sqrt(self.graph, &tape, &u)?;
+                let gr = self
+                    .plain
+                    .backward(&tape, vals.iter().copied().zip(lu).collect(), wrt)?;
+                let sw = w.sqrt();
+                let gr: Vec<ArrayD<f64>> = gr.iter().map(|a| a.mapv(|v| v.to_f64() * sw)).collect();
+                match acc.get_mut(j) {
+                    Some(a) => a.iter_mut().zip(&gr).for_each(|(a, b)| *a += b),
+                    None => acc.push(gr),
+                }
+            }
+            on_chunk(ci + 1, total);
+        }
+        let k = probes as f64;
+        let Some(first) = acc.first() else {
+            return Err(Error::Usage(
+                "no samples to estimate the Gauss-Newton diagonal on".into(),
+            ));
+        };
+        let mut out: Vec<ArrayD<f64>> = first.iter().map(|a| ArrayD::zeros(a.raw_dim())).collect();
+        for a in &acc {
+            for (o, g) in out.iter_mut().zip(a) {
+                ndarray::Zip::from(o)
+                    .and(g)
+                    .for_each(|o, &g| *o += g * g / k);
+            }
+        }
+        Ok(out)
+    }
+
     /// The layer-wise OBS Hessian of node `node`'s weight: (2/n)·Σ x·xᵀ over its n input vectors
     /// (Gemm/MatMul rows of the input; Conv im2col columns, one block per group).
     pub fn layer_hessian(&self, feeds: &Feeds<S>, node: usize) -> Result<LayerHessian> {

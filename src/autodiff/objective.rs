@@ -351,7 +351,43 @@ impl Objective {
                 }
                 Ok(out)
             }
-            _ => Ok(vec![self.output_hessian_term(g, vals[0], tape, &u[0])?]),
+            _ => Ok(vec![
+                self.output_hessian_term(g, vals[0], tape, &u[0], false)?,
+            ]),
+        }
+    }
+
+    /// A square root L of the output Hessian (Λ = L·Lᵀ) applied to `u`: with u Rademacher,
+    /// Jᵀ·L·u has covariance Jᵀ·Λ·J, so its square is a nonnegative, unbiased sketch of the
+    /// Gauss-Newton diagonal from one backward pass.
+    pub fn output_hessian_sqrt<S: Real>(
+        &self,
+        g: &Graph,
+        tape: &Tape<S>,
+        u: &[ArrayD<S>],
+    ) -> Result<Vec<ArrayD<S>>> {
+        let vals = self.values();
+        if u.len() != vals.len() {
+            return Err(Error::Usage(format!(
+                "{} directions for an objective of {} terms",
+                u.len(),
+                vals.len()
+            )));
+        }
+        match self {
+            Objective::Sum(terms) => {
+                let mut out = Vec::with_capacity(u.len());
+                let mut at = 0;
+                for t in terms {
+                    let k = t.values().len();
+                    out.extend(t.output_hessian_sqrt(g, tape, &u[at..at + k])?);
+                    at += k;
+                }
+                Ok(out)
+            }
+            _ => Ok(vec![
+                self.output_hessian_term(g, vals[0], tape, &u[0], true)?,
+            ]),
         }
     }
 
@@ -361,10 +397,13 @@ impl Objective {
         value: ValueId,
         tape: &Tape<S>,
         u: &ArrayD<S>,
+        sqrt: bool,
     ) -> Result<ArrayD<S>> {
         let y = tape.float(g, value)?.as_standard_layout().into_owned();
         let n = y.shape().first().copied().unwrap_or(1).max(1);
         let inv_n = S::from_f64(1.0 / n as f64);
+        // Every Λ below is a scale times a per-row factor; the square root takes √scale.
+        let root = |s: S| if sqrt { s.sqrt() } else { s };
         let k = *y.shape().last().unwrap_or(&1);
         let us = u.as_standard_layout();
         let (ys, usl) = (y.as_slice().expect("std"), us.as_slice().expect("std"));
@@ -378,14 +417,24 @@ impl Objective {
             Objective::MseMean { .. } => S::from_f64(2.0 / (y.len() / n).max(1) as f64),
             _ => S::one(),
         };
+        let (inv_n_r, mse_r) = (root(inv_n), root(mse_scale));
         match kind {
             // Softmax cross-entropy: diag(p) − p·pᵀ per row.
             Some(OutputKind::Logits) => {
                 for ((row, ur), or) in ys.chunks(k).zip(usl.chunks(k)).zip(out.chunks_mut(k)) {
                     let (_, p) = log_softmax(row);
-                    let pu: S = p.iter().zip(ur).map(|(&a, &b)| a * b).sum();
-                    for j in 0..k {
-                        or[j] = (p[j] * ur[j] - p[j] * pu) * inv_n;
+                    if sqrt {
+                        // L = diag(√p) − p·√pᵀ: L·Lᵀ = diag(p) − p·pᵀ since Σp = 1.
+                        let s: Vec<S> = p.iter().map(|&v| v.sqrt()).collect();
+                        let su: S = s.iter().zip(ur).map(|(&a, &b)| a * b).sum();
+                        for j in 0..k {
+                            or[j] = (s[j] * ur[j] - p[j] * su) * inv_n_r;
+                        }
+                    } else {
+                        let pu: S = p.iter().zip(ur).map(|(&a, &b)| a * b).sum();
+                        for j in 0..k {
+                            or[j] = (p[j] * ur[j] - p[j] * pu) * inv_n;
+                        }
                     }
                 }
             }
@@ -409,12 +458,12 @@ impl Objective {
                     _ => unreachable!("kind is None for the squared errors"),
                 };
                 for ((o, &w), &uv) in out.iter_mut().zip(&weights).zip(usl) {
-                    *o = w * uv * inv_n;
+                    *o = root(w) * uv * inv_n_r;
                 }
             }
             None => {
                 for (o, &uv) in out.iter_mut().zip(usl) {
-                    *o = mse_scale * uv * inv_n;
+                    *o = mse_r * uv * inv_n_r;
                 }
             }
         }

@@ -26,13 +26,17 @@ pub struct PruneArgs {
     #[arg(long, value_name = "R")]
     pub structured: Option<f64>,
     /// Importance of each channel, head or unit.
-    #[arg(long, value_enum, default_value_t = Criterion::Magnitude)]
+    #[arg(long, value_enum, default_value_t = Criterion::Hap)]
     pub criterion: Criterion,
     /// Hutchinson probes for --criterion hap.
     #[arg(long, default_value_t = 3)]
     pub probes: usize,
+    /// The curvature of hap's unit traces: gauss-newton (nonnegative sketch, one backward per
+    /// probe; the Hessian itself for the default KL loss) or exact (HAP's z·Hz, one HVP per probe).
+    #[arg(long, value_enum, default_value_t = onnx_prune::prune::second_order::HapCurvature::GaussNewton)]
+    pub hap_curvature: onnx_prune::prune::second_order::HapCurvature,
     /// Calibration samples for the Hessian-vector products of hap and sosp-h.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 256)]
     pub hessian_samples: usize,
     /// sosp-h: drop the first-order term −θᵀg.
     #[arg(long)]
@@ -352,6 +356,7 @@ pub fn run(a: PruneArgs, threads: usize) -> Result<()> {
             .then_some(a.implant_ratio),
         plan_in,
         probes: a.probes.max(1),
+        hap_curvature: a.hap_curvature,
         hessian_samples: a.hessian_samples.max(1),
         sosp: prune::second_order::SospOptions {
             first_order: !a.sosp_no_first_order,

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::interp::{Engine, Feeds};
 use crate::ir::{Graph, Op, ValueId};
 use ndarray::{ArrayD, Axis};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 
 /// Weights of Conv/ConvTranspose/Gemm/MatMul layers (HAP's Hessian is over these only).
@@ -132,12 +133,26 @@ pub fn objective(
     ))
 }
 
+/// Which curvature HAP's per-unit traces are taken of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum HapCurvature {
+    /// The Gauss-Newton matrix Jᵀ·Λ·J, sketched from output-space probes: every unit's trace
+    /// estimate is ≥ 0. Equal to the Hessian for the default loss (KL to the dense outputs, at
+    /// the dense weights).
+    GaussNewton,
+    /// HAP's own estimator: z_uᵀ(H·z)_u with one Rademacher z over all weights (one HVP per
+    /// probe); at 3 probes a third of the unit traces come out negative on the CNN fixtures.
+    Exact,
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn hap(
     g: &Graph,
     a: &Analysis,
     feeds: &Feeds<f32>,
     obj: &Objective,
+    curvature: HapCurvature,
     probes: usize,
     seed: u64,
     micro_batch: usize,
@@ -148,19 +163,27 @@ pub fn hap(
     let wrt: Vec<ValueId> = used.iter().copied().collect();
     let mut cur = Curvature::<f32>::new(g, micro_batch)?;
     let probes = probes.max(1);
-    let h = cur.hutchinson_observed(
-        feeds,
-        obj,
-        &wrt,
-        HutchinsonOptions {
-            seed,
-            min_probes: probes,
-            max_probes: probes,
-            tol: 0.0,
-        },
-        &mut |k| on_probe(k, probes),
-    )?;
-    let diag: HashMap<ValueId, ArrayD<f64>> = wrt.iter().copied().zip(h.diagonals).collect();
+    let diagonals = match curvature {
+        HapCurvature::Exact => {
+            cur.hutchinson_observed(
+                feeds,
+                obj,
+                &wrt,
+                HutchinsonOptions {
+                    seed,
+                    min_probes: probes,
+                    max_probes: probes,
+                    tol: 0.0,
+                },
+                &mut |k| on_probe(k, probes),
+            )?
+            .diagonals
+        }
+        HapCurvature::GaussNewton => {
+            cur.gauss_newton_diagonal(feeds, obj, &wrt, probes, seed, on_probe)?
+        }
+    };
+    let diag: HashMap<ValueId, ArrayD<f64>> = wrt.iter().copied().zip(diagonals).collect();
     let mut tr: HashMap<(ValueId, usize), Vec<f64>> = HashMap::new();
     let mut w2: HashMap<(ValueId, usize), Vec<f64>> = HashMap::new();
     for (_, _, s) in unit_slices(a, &lw) {

@@ -36,6 +36,7 @@ pub struct StructuredOptions {
     pub plan_in: Option<Plan>,
     /// Hutchinson probes (hap) and calibration samples for the Hessian-based criteria.
     pub probes: usize,
+    pub hap_curvature: super::second_order::HapCurvature,
     pub hessian_samples: usize,
     pub sosp: super::second_order::SospOptions,
     /// Accuracy budget: back off (restore groups) until the drop is within it.
@@ -56,7 +57,7 @@ impl Default for StructuredOptions {
         StructuredOptions {
             ratio: 0.5,
             target: Target::Prunable,
-            criterion: Criterion::Magnitude,
+            criterion: Criterion::Hap,
             max_layer_ratio: 0.9,
             round_to: 8,
             prune_hidden: false,
@@ -69,9 +70,10 @@ impl Default for StructuredOptions {
             latency_batch: 32,
             plan_in: None,
             probes: 3,
-            hessian_samples: 64,
+            hessian_samples: 256,
+            hap_curvature: super::second_order::HapCurvature::GaussNewton,
             sosp: Default::default(),
-            implant_ratio: None,
+            implant_ratio: Some(0.1),
             max_drop: None,
             backoff_steps: 6,
             compensation: Default::default(),
@@ -264,6 +266,7 @@ pub fn run(
                     &a,
                     &hcal,
                     &obj,
+                    o.hap_curvature,
                     o.probes,
                     o.seed,
                     o.micro_batch.min(16),
