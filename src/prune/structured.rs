@@ -69,7 +69,7 @@ impl Default for StructuredOptions {
             latency_runs: 20,
             latency_batch: 32,
             plan_in: None,
-            probes: 3,
+            probes: 8,
             hessian_samples: 256,
             hap_curvature: super::second_order::HapCurvature::GaussNewton,
             sosp: Default::default(),
