@@ -16,6 +16,7 @@ pub mod prune;
 pub mod rewrite;
 pub mod runtime;
 pub mod sensitivity;
+pub mod sparse;
 pub mod tensor;
 pub mod validate;
 

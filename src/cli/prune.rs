@@ -7,6 +7,10 @@ use onnx_prune::interp::Feeds;
 use onnx_prune::ir::Model;
 use onnx_prune::prune::{self, Criterion, Plan, StructuredOptions, Target};
 use onnx_prune::runtime::Device;
+use onnx_prune::sparse::mask::{Allocation, Pattern};
+use onnx_prune::sparse::saliency::MaskKind;
+use onnx_prune::sparse::snows::Curv;
+use onnx_prune::sparse::{Method, UnstructuredOptions};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -139,6 +143,50 @@ pub struct PruneArgs {
     /// Timed onnxruntime runs per model for the latency comparison (0: none).
     #[arg(long, default_value_t = 20)]
     pub latency_runs: usize,
+
+    /// Unstructured pruning: zero this fraction of the selected layers' weights, in [0, 1).
+    #[arg(long, value_name = "S", conflicts_with = "structured")]
+    pub unstructured: Option<f64>,
+    /// Semi-structured sparsity: keep N of every M weights along the input dimension (2:4, 4:8).
+    #[arg(long, value_name = "N:M", conflicts_with_all = ["structured", "unstructured"])]
+    pub nm: Option<String>,
+    /// Unstructured/N:M: which weights to prune.
+    #[arg(long, value_enum, default_value_t = MaskKind::Magnitude)]
+    pub mask: MaskKind,
+    /// Unstructured: take the mask from a pruned model's zeros (same weight names).
+    #[arg(long, value_name = "PRUNED.onnx")]
+    pub mask_from: Option<PathBuf>,
+    /// Unstructured/N:M: how the surviving weights are updated.
+    #[arg(long, value_enum, default_value_t = Method::Obs)]
+    pub method: Method,
+    /// Unstructured: one threshold over all layers or the same sparsity per layer (default:
+    /// global for fisher-diag/hutchinson-diag, uniform for magnitude and obs).
+    #[arg(long, value_enum)]
+    pub allocation: Option<Allocation>,
+    /// SNOWS: operations ahead whose outputs are reconstructed.
+    #[arg(long, default_value_t = 6)]
+    pub horizon: usize,
+    /// SNOWS: conjugate-gradient iterations per Newton step.
+    #[arg(long, default_value_t = 20)]
+    pub cg_iters: usize,
+    /// SNOWS: Newton steps per layer.
+    #[arg(long, default_value_t = 3)]
+    pub newton_steps: usize,
+    /// SNOWS: exact Hessian-vector products or Gauss-Newton (JᵀJ) products.
+    #[arg(long, value_enum, default_value_t = Curv::Exact)]
+    pub curvature: Curv,
+    /// Layer-wise methods: relative damping of the layer Hessians.
+    #[arg(long, default_value_t = 0.01)]
+    pub damp: f64,
+    /// Unstructured: also prune the first and last weight layers.
+    #[arg(long)]
+    pub no_skip_first_last: bool,
+    /// Unstructured: prune only layers whose node or weight name matches (`*` wildcards).
+    #[arg(long, value_delimiter = ',')]
+    pub include: Vec<String>,
+    /// Unstructured: leave layers whose node or weight name matches (`*` wildcards).
+    #[arg(long, value_delimiter = ',')]
+    pub exclude: Vec<String>,
 }
 
 fn progress_bars() -> impl FnMut(&str, usize, usize) {
@@ -309,8 +357,13 @@ pub fn run(a: PruneArgs, threads: usize) -> Result<()> {
             "give a model and an output path: onnx-prune IN.onnx OUT.onnx --structured 0.5 (see --help)"
         );
     };
+    if a.unstructured.is_some() || a.nm.is_some() {
+        return run_sparse(a, threads, input, output);
+    }
     let Some(ratio) = a.structured else {
-        bail!("nothing to do: give --structured R (the fraction to remove, e.g. 0.5)");
+        bail!(
+            "nothing to do: give --structured R (e.g. 0.5), --unstructured S (e.g. 0.7) or --nm N:M (e.g. 2:4)"
+        );
     };
     if !(0.0..1.0).contains(&ratio) {
         bail!("--structured {ratio} must be in [0, 1)");
@@ -388,6 +441,128 @@ pub fn run(a: PruneArgs, threads: usize) -> Result<()> {
     }
     if let Some(why) = &out.report.refused {
         return Err(Rejected(format!("{why}: {} not written", output.display())).into());
+    }
+    if let Some(x) = a.max_drop
+        && out.report.validation.drop > x
+    {
+        return Err(Rejected(format!(
+            "{} {:.4} exceeds --max-drop {x}: {} not written",
+            out.report.validation.drop_metric,
+            out.report.validation.drop,
+            output.display()
+        ))
+        .into());
+    }
+    let save = onnx_prune::onnx::SaveOptions {
+        external: m.source.external.keys().cloned().collect(),
+        ..Default::default()
+    };
+    onnx_prune::onnx::save_model(&out.model, &output, &save)?;
+    Ok(())
+}
+
+fn parse_nm(s: &str) -> Result<(usize, usize)> {
+    let bad = || anyhow::anyhow!("--nm {s:?}: expected N:M with 0 < N < M, e.g. 2:4");
+    let (n, m) = s.split_once(':').ok_or_else(bad)?;
+    let (n, m): (usize, usize) = (
+        n.trim().parse().map_err(|_| bad())?,
+        m.trim().parse().map_err(|_| bad())?,
+    );
+    if n == 0 || m < 2 || n >= m {
+        return Err(bad());
+    }
+    Ok((n, m))
+}
+
+/// Keep-masks from a pruned model: weight name → nonzero.
+fn masks_from(p: &Path) -> Result<HashMap<String, Vec<bool>>> {
+    let m = super::super::load(p)?;
+    Ok(m.graph
+        .weights
+        .iter()
+        .filter_map(|(&id, w)| {
+            w.tensor.as_float().map(|a| {
+                (
+                    m.graph.name(id).to_string(),
+                    a.iter().map(|v| *v != 0.0).collect(),
+                )
+            })
+        })
+        .collect())
+}
+
+/// `--unstructured S` / `--nm N:M`.
+fn run_sparse(a: PruneArgs, threads: usize, input: PathBuf, output: PathBuf) -> Result<()> {
+    let pattern = match (&a.nm, a.unstructured) {
+        (Some(nm), _) => {
+            let (n, m) = parse_nm(nm)?;
+            Pattern::NM(n, m)
+        }
+        (None, Some(s)) => {
+            if !(0.0..1.0).contains(&s) {
+                bail!("--unstructured {s} must be in [0, 1)");
+            }
+            Pattern::Sparsity(s)
+        }
+        (None, None) => unreachable!("checked by the caller"),
+    };
+    if let Some(x) = a.max_drop
+        && !(0.0..=1.0).contains(&x)
+    {
+        bail!("--max-drop {x} must be a fraction in [0, 1]");
+    }
+    if same_file(&input, &output) {
+        bail!(
+            "the output {} is the input: choose another path",
+            output.display()
+        );
+    }
+    if output.exists() && !a.force {
+        bail!("{} exists: give --force to overwrite it", output.display());
+    }
+    let m = super::super::load(&input)?;
+    m.graph.check_supported()?;
+    let data = data(&m, &a)?;
+    let mask_from = a.mask_from.as_ref().map(|p| masks_from(p)).transpose()?;
+    let opts = UnstructuredOptions {
+        pattern,
+        mask: a.mask,
+        mask_from,
+        method: a.method,
+        allocation: a.allocation,
+        selection: onnx_prune::sparse::layers::Selection {
+            skip_first_last: !a.no_skip_first_last,
+            include: a.include.clone(),
+            exclude: a.exclude.clone(),
+        },
+        damp: a.damp,
+        snows: onnx_prune::sparse::snows::SnowsOptions {
+            horizon: a.horizon.max(1),
+            newton_steps: a.newton_steps,
+            cg_iters: a.cg_iters.max(1),
+            curvature: a.curvature,
+            ..Default::default()
+        },
+        samples: a.compensation_samples.max(1),
+        bn_recalibrate: !a.no_bn_recalibrate,
+        hessian_samples: a.hessian_samples.max(1),
+        probes: a.probes.max(1),
+        seed: a.seed,
+        device: a.device,
+        threads,
+        latency_runs: a.latency_runs,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        ..Default::default()
+    };
+    let mut bars = progress_bars();
+    let out = onnx_prune::sparse::run(&m, &data, &opts, &mut bars)?;
+    print!("{}", out.report.render(&output.display().to_string()));
+    if let Some(p) = &a.report {
+        onnx_prune::onnx::io::write_atomic(
+            p,
+            serde_json::to_string_pretty(&out.report)?.as_bytes(),
+        )
+        .with_context(|| format!("writing the report {}", p.display()))?;
     }
     if let Some(x) = a.max_drop
         && out.report.validation.drop > x

@@ -219,13 +219,13 @@ fn bias_of(g: &Graph, node: usize, cout: usize) -> Bias {
 
 /// The current weights of the pruned network (original shapes), starting from the zeroed
 /// consumer slices.
-struct Network<'g> {
-    g: &'g Graph,
-    weights: HashMap<ValueId, Tensor<f32>>,
+pub(crate) struct Network<'g> {
+    pub(crate) g: &'g Graph,
+    pub(crate) weights: HashMap<ValueId, Tensor<f32>>,
 }
 
 impl<'g> Network<'g> {
-    fn get(&self, id: ValueId) -> Tensor<f32> {
+    pub(crate) fn get(&self, id: ValueId) -> Tensor<f32> {
         self.weights
             .get(&id)
             .cloned()
@@ -234,7 +234,7 @@ impl<'g> Network<'g> {
 }
 
 /// Evenly spaced picks of `k` out of `n`.
-fn picks(n: usize, k: usize) -> Vec<usize> {
+pub(crate) fn picks(n: usize, k: usize) -> Vec<usize> {
     if k >= n {
         return (0..n).collect();
     }
@@ -243,7 +243,7 @@ fn picks(n: usize, k: usize) -> Vec<usize> {
 
 /// The input columns of a layer (rows: one input vector each, im2col for convs) and the
 /// matching dense outputs, for a micro-batch: (columns, k) with `k` the vector length.
-fn columns(
+pub(crate) fn columns(
     op: &Op,
     x: &ArrayD<f32>,
     w_shape: &[usize],
@@ -289,7 +289,7 @@ fn columns(
 }
 
 /// Solves (G + λI) Xᵀ = Cᵀ for X (rows × k) by Cholesky, raising λ tenfold on failure.
-fn solve_spd(
+pub(crate) fn solve_spd(
     mut gram: Vec<f64>,
     k: usize,
     cross: &[f64],
@@ -346,16 +346,16 @@ enum DenseSide {
 }
 
 /// The layer's weight as rows [outputs × inputs·taps] matching `columns`, and its geometry.
-struct Layer {
-    op: Op,
-    w_shape: Vec<usize>,
-    cout: usize,
-    kfull: usize,
-    taps: usize,
+pub(crate) struct Layer {
+    pub(crate) op: Op,
+    pub(crate) w_shape: Vec<usize>,
+    pub(crate) cout: usize,
+    pub(crate) kfull: usize,
+    pub(crate) taps: usize,
 }
 
 impl Layer {
-    fn of(g: &Graph, node: usize, weight: ValueId) -> Layer {
+    pub(crate) fn of(g: &Graph, node: usize, weight: ValueId) -> Layer {
         let op = g.nodes[node].op.clone().expect("supported");
         let w_shape = g.weights[&weight].tensor.shape().to_vec();
         let (cout, kfull) = match &op {
@@ -376,7 +376,7 @@ impl Layer {
         }
     }
 
-    fn rows(&self, w: &Tensor<f32>) -> Vec<f64> {
+    pub(crate) fn rows(&self, w: &Tensor<f32>) -> Vec<f64> {
         let a = w.as_float().expect("float");
         match &self.op {
             Op::Conv { .. } | Op::Gemm { trans_b: true, .. } => {
@@ -388,9 +388,9 @@ impl Layer {
 }
 
 /// Per-channel Σx, Σx² and the count per channel.
-type Sums = (Vec<f64>, Vec<f64>, f64);
+pub(crate) type Sums = (Vec<f64>, Vec<f64>, f64);
 
-fn stats_of(a: &ArrayD<f32>) -> Sums {
+pub(crate) fn stats_of(a: &ArrayD<f32>) -> Sums {
     let c = a.shape()[1];
     let (mut s, mut s2) = (vec![0.0; c], vec![0.0; c]);
     for (ch, lane) in a.axis_iter(Axis(1)).enumerate() {
@@ -403,7 +403,7 @@ fn stats_of(a: &ArrayD<f32>) -> Sums {
     (s, s2, (a.len() / c.max(1)) as f64)
 }
 
-fn moments(parts: impl Iterator<Item = Sums>) -> (Vec<f64>, Vec<f64>) {
+pub(crate) fn moments(parts: impl Iterator<Item = Sums>) -> (Vec<f64>, Vec<f64>) {
     let (mut s, mut s2, mut n) = (Vec::new(), Vec::new(), 0.0);
     for (a, b, k) in parts {
         if s.is_empty() {
@@ -622,7 +622,7 @@ pub fn compensate(
 }
 
 /// The dense bias a layer adds (zeros if none).
-fn bias_values(g: &Graph, node: usize, cout: usize) -> Vec<f64> {
+pub(crate) fn bias_values(g: &Graph, node: usize, cout: usize) -> Vec<f64> {
     match bias_of(g, node, cout) {
         Bias::Own(b) | Bias::AddAfter(b) => g.weights[&b].tensor.to_f64_vec(),
         _ => vec![0.0; cout],
@@ -936,7 +936,7 @@ fn fit_implant(
 /// Sets a BatchNormalization's mean and variance so that its output on the current network
 /// (input moments mp, vp) has the dense network's per-channel mean and standard deviation
 /// (dense input moments md, vd).
-fn recalibrate_bn(
+pub(crate) fn recalibrate_bn(
     g: &Graph,
     node: usize,
     md: &[f64],
@@ -984,7 +984,7 @@ fn recalibrate_bn(
 }
 
 /// X (rows × k, row-major) · Wᵀ with W (n × k, row-major): rows × n.
-fn matmul_t(x: &[f64], rows: usize, k: usize, w: &[f64], n: usize) -> Vec<f64> {
+pub(crate) fn matmul_t(x: &[f64], rows: usize, k: usize, w: &[f64], n: usize) -> Vec<f64> {
     use crate::tensor::{MatRef, Real};
     let mut out = vec![0.0f64; rows * n];
     if rows > 0 && n > 0 && k > 0 {
@@ -1005,7 +1005,7 @@ fn matmul_t(x: &[f64], rows: usize, k: usize, w: &[f64], n: usize) -> Vec<f64> {
 }
 
 /// XᵀX accumulation for the Gram matrix (row-major X: rows × k).
-trait Xtx {
+pub(crate) trait Xtx {
     fn gemm_xtx(x: &[f64], rows: usize, k: usize, gram: &mut [f64]);
 }
 

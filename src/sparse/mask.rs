@@ -1,0 +1,179 @@
+//! Masks from per-weight saliencies (low saliency = pruned first): a global threshold over all
+//! layers, the same sparsity in every layer, or an N:M pattern (N kept in every M consecutive
+//! input channels, at each kernel tap).
+
+use super::layers::Target;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Pattern {
+    /// Prune this fraction of the selected layers' weights.
+    Sparsity(f64),
+    /// Keep `n` of every `m` along the input dimension.
+    NM(usize, usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Allocation {
+    /// One threshold over all layers: layers get the sparsity the criterion gives them.
+    Global,
+    /// The same sparsity in every layer.
+    Uniform,
+}
+
+/// The column groups of an N:M pattern for a layer: for each tap, runs of `m` consecutive
+/// input channels (columns are `channel · taps + tap`). Channels past the last full run of `m`
+/// are not in any group and stay dense.
+pub fn nm_groups(cols: usize, taps: usize, m: usize) -> Vec<Vec<usize>> {
+    let cin = cols / taps.max(1);
+    let mut out = Vec::new();
+    for t in 0..taps {
+        for c0 in (0..cin / m * m).step_by(m) {
+            out.push((c0..c0 + m).map(|c| c * taps + t).collect());
+        }
+    }
+    out
+}
+
+/// Column order that makes every N:M group contiguous (tap-major), for column-sequential
+/// solvers.
+pub fn nm_order(cols: usize, taps: usize) -> Vec<usize> {
+    let cin = cols / taps.max(1);
+    (0..taps)
+        .flat_map(|t| (0..cin).map(move |c| c * taps + t))
+        .collect()
+}
+
+/// The number pruned of `n` at sparsity `s`.
+pub fn count(n: usize, s: f64) -> usize {
+    ((s * n as f64).round() as usize).min(n)
+}
+
+/// Keep-masks (rows × cols, row-major) for `targets` from saliencies of the same layout.
+pub fn select(
+    sal: &[Vec<f64>],
+    targets: &[Target],
+    pattern: Pattern,
+    alloc: Allocation,
+    max_layer: f64,
+) -> Vec<Vec<bool>> {
+    let mut keep: Vec<Vec<bool>> = sal.iter().map(|s| vec![true; s.len()]).collect();
+    match pattern {
+        Pattern::NM(n, m) => {
+            for ((k, s), t) in keep.iter_mut().zip(sal).zip(targets) {
+                let groups = nm_groups(t.cols, t.taps, m);
+                for r in 0..t.rows {
+                    let row = &s[r * t.cols..(r + 1) * t.cols];
+                    for grp in &groups {
+                        let mut idx = grp.clone();
+                        idx.sort_by(|&a, &b| row[a].total_cmp(&row[b]).then(a.cmp(&b)));
+                        for &c in &idx[..m - n] {
+                            k[r * t.cols + c] = false;
+                        }
+                    }
+                }
+            }
+        }
+        Pattern::Sparsity(sp) => match alloc {
+            Allocation::Uniform => {
+                for (k, s) in keep.iter_mut().zip(sal) {
+                    let mut idx: Vec<usize> = (0..s.len()).collect();
+                    idx.sort_by(|&a, &b| s[a].total_cmp(&s[b]).then(a.cmp(&b)));
+                    for &i in &idx[..count(s.len(), sp)] {
+                        k[i] = false;
+                    }
+                }
+            }
+            Allocation::Global => {
+                let total: usize = sal.iter().map(|s| s.len()).sum();
+                let goal = count(total, sp);
+                let mut all: Vec<(f64, usize, usize)> = sal
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(l, s)| s.iter().enumerate().map(move |(i, &v)| (v, l, i)))
+                    .collect();
+                all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+                let caps: Vec<usize> = sal
+                    .iter()
+                    .map(|s| ((max_layer * s.len() as f64).floor() as usize).min(s.len()))
+                    .collect();
+                let mut per = vec![0usize; sal.len()];
+                let mut done = 0;
+                for (_, l, i) in all {
+                    if done >= goal {
+                        break;
+                    }
+                    if per[l] < caps[l] {
+                        keep[l][i] = false;
+                        per[l] += 1;
+                        done += 1;
+                    }
+                }
+            }
+        },
+    }
+    keep
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(rows: usize, cols: usize, taps: usize) -> Target {
+        Target {
+            node: 0,
+            weight: 0,
+            name: "t".into(),
+            weight_name: "w".into(),
+            op_type: "Conv".into(),
+            rows,
+            cols,
+            taps,
+            grouped: false,
+            out_major: true,
+        }
+    }
+
+    #[test]
+    fn nm_keeps_n_of_every_m_input_channels_per_tap() {
+        // 3 rows, 8 channels × 9 taps; 2:4 along channels.
+        let t = target(3, 72, 9);
+        let sal: Vec<f64> = (0..3 * 72).map(|i| ((i * 7919) % 101) as f64).collect();
+        let k = select(
+            &[sal],
+            std::slice::from_ref(&t),
+            Pattern::NM(2, 4),
+            Allocation::Uniform,
+            1.0,
+        );
+        for r in 0..3 {
+            for grp in nm_groups(72, 9, 4) {
+                let kept = grp.iter().filter(|&&c| k[0][r * 72 + c]).count();
+                assert_eq!(kept, 2);
+            }
+        }
+        assert_eq!(k[0].iter().filter(|x| !**x).count(), 3 * 72 / 2);
+        // Contiguous in nm_order.
+        let ord = nm_order(72, 9);
+        assert_eq!(&ord[..4], &[0, 9, 18, 27]);
+    }
+
+    #[test]
+    fn exact_counts_global_and_uniform() {
+        let ts = [target(4, 10, 1), target(2, 30, 1)];
+        let sal = vec![
+            (0..40).map(|i| i as f64).collect::<Vec<_>>(),
+            (0..60).map(|i| 100.0 + i as f64).collect(),
+        ];
+        let g = select(&sal, &ts, Pattern::Sparsity(0.7), Allocation::Global, 1.0);
+        let pruned = |k: &Vec<bool>| k.iter().filter(|x| !**x).count();
+        assert_eq!(pruned(&g[0]) + pruned(&g[1]), 70);
+        assert_eq!(pruned(&g[0]), 40, "lowest saliencies first");
+        let capped = select(&sal, &ts, Pattern::Sparsity(0.7), Allocation::Global, 0.9);
+        assert_eq!(pruned(&capped[0]), 36);
+        assert_eq!(pruned(&capped[0]) + pruned(&capped[1]), 70);
+        let u = select(&sal, &ts, Pattern::Sparsity(0.7), Allocation::Uniform, 1.0);
+        assert_eq!((pruned(&u[0]), pruned(&u[1])), (28, 42));
+    }
+}

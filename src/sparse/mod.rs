@@ -1,0 +1,760 @@
+//! Unstructured and N:M pruning with second-order weight updates: `--unstructured S` or
+//! `--nm N:M`, a mask (`--mask`), and an update of the surviving weights (`--method`) done one
+//! layer at a time, in graph order, on the inputs the already-pruned layers produce.
+//!
+//! The output is the same graph with exact zeros in the pruned weights (and re-estimated
+//! BatchNorm statistics), validated in onnxruntime like the structured pass.
+
+pub mod layers;
+pub mod layerwise;
+pub mod mask;
+pub mod saliency;
+pub mod snows;
+
+use crate::autodiff::curvature::{batch_size, slice_feeds};
+use crate::error::{Error, Result};
+use crate::interp::{Engine, Feeds};
+use crate::ir::{Model, Op, ValueId};
+use crate::onnx::proto::StringStringEntryProto;
+use crate::onnx::{ModelProto, NodeProto};
+use crate::prune::Data;
+use crate::prune::compensate::{Layer, Network, moments, recalibrate_bn, stats_of};
+use crate::prune::structured::Progress;
+use crate::runtime::Device;
+use crate::tensor::Tensor;
+use crate::validate::gate::{ValidateOptions, Validation, validate};
+use layers::Selection;
+use mask::{Allocation, Pattern};
+use prost::Message;
+use saliency::MaskKind;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Zero the masked weights, nothing else (MP when the mask is magnitude).
+    None,
+    /// Layer-wise OBS: the optimal update of the surviving weights for the mask, i.e. the
+    /// least-squares reconstruction of the dense layer output on each row's support (one
+    /// Cholesky of H_SS per row; MP+ with a magnitude mask, SNOWS' warm start). Layers too big
+    /// for per-row factorisations use the column-sequential OBS update (SparseGPT's).
+    Obs,
+    /// SNOWS: Hessian-free Newton on the next K operations' outputs, from the LS warm start.
+    Snows,
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = clap::ValueEnum::to_possible_value(self).expect("named");
+        f.write_str(v.get_name())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UnstructuredOptions {
+    pub pattern: Pattern,
+    pub mask: MaskKind,
+    /// Keep-masks read from a pruned model: its zeros (`--mask-from`).
+    pub mask_from: Option<HashMap<String, Vec<bool>>>,
+    pub method: Method,
+    /// None: global for the loss-based saliencies (fisher-diag, hutchinson-diag), uniform for
+    /// magnitude and obs.
+    pub allocation: Option<Allocation>,
+    /// At most this fraction of one layer pruned under global allocation.
+    pub max_layer_sparsity: f64,
+    pub selection: Selection,
+    /// Relative damping of the layer Hessians (λ = damp · mean diagonal).
+    pub damp: f64,
+    pub snows: snows::SnowsOptions,
+    /// Calibration samples for the layer-wise statistics and SNOWS.
+    pub samples: usize,
+    /// Input vectors per layer Hessian at most (spread over the samples).
+    pub max_columns: usize,
+    pub bn_recalibrate: bool,
+    /// Samples and probes for the fisher-diag / hutchinson-diag saliencies.
+    pub hessian_samples: usize,
+    pub probes: usize,
+    pub seed: u64,
+    pub micro_batch: usize,
+    pub device: Device,
+    pub threads: usize,
+    pub latency_runs: usize,
+    pub latency_batch: usize,
+    pub command: String,
+}
+
+impl Default for UnstructuredOptions {
+    fn default() -> Self {
+        UnstructuredOptions {
+            pattern: Pattern::Sparsity(0.5),
+            mask: MaskKind::Magnitude,
+            mask_from: None,
+            method: Method::Obs,
+            allocation: None,
+            max_layer_sparsity: 0.99,
+            selection: Selection {
+                skip_first_last: true,
+                ..Default::default()
+            },
+            damp: 0.01,
+            snows: Default::default(),
+            samples: 128,
+            max_columns: 32768,
+            bn_recalibrate: true,
+            hessian_samples: 256,
+            probes: 8,
+            seed: 0,
+            micro_batch: 32,
+            device: Device::Cpu,
+            threads: 0,
+            latency_runs: 10,
+            latency_batch: 32,
+            command: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerRow {
+    pub layer: String,
+    pub weight: String,
+    pub op_type: String,
+    pub params: usize,
+    /// Weights the mask prunes (all exactly zero in the output).
+    pub pruned: usize,
+    /// Exact zeros in the written weight (≥ pruned: a kept weight may be zero already).
+    pub zeros: usize,
+    pub sparsity: f64,
+    /// ‖XWᵀ − T‖/‖T‖ of the layer's output on calibration data, with the earlier layers pruned:
+    /// the dense weights masked, and the weights written.
+    pub error_masked: Option<f64>,
+    pub error_after: Option<f64>,
+    pub method: String,
+    pub cholesky_retries: usize,
+    pub snows: Option<snows::SnowsRow>,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub mode: String,
+    pub mask: String,
+    pub method: String,
+    pub allocation: String,
+    pub requested: f64,
+    /// Pruned over the selected layers' weights.
+    pub achieved: f64,
+    /// Exact zeros over all float weights of the model.
+    pub model_sparsity: f64,
+    pub params: usize,
+    pub file_bytes: (usize, usize),
+    pub layers: Vec<LayerRow>,
+    pub skipped: Vec<(String, String)>,
+    pub batchnorms_recalibrated: usize,
+    pub calibration: String,
+    pub calibration_samples: usize,
+    pub objective: Option<String>,
+    pub validation: Validation,
+    pub warnings: Vec<String>,
+    pub speed_note: String,
+    pub seconds: BTreeMap<String, f64>,
+    pub command: String,
+}
+
+pub struct Outcome {
+    pub model: ModelProto,
+    pub bytes: Vec<u8>,
+    pub report: Report,
+    /// Weight name → keep-mask in the weight's own layout (for --masks-out style exports).
+    pub masks: Vec<(String, Vec<usize>, Vec<bool>)>,
+}
+
+const SPEED_NOTE: &str = "unstructured sparsity does not make a model faster in onnxruntime: its CPU and CUDA kernels are dense, so zeros cost as much as any weight, and the file keeps its size (it compresses well). What does speed it up: structured pruning (--structured), or N:M (2:4) sparsity on runtimes with sparse tensor cores (TensorRT / cuSPARSELt on NVIDIA Ampere or newer).";
+
+const SEQUENTIAL: &str = "per-row factorisations too costly: column-sequential OBS update";
+
+/// Row-wise factorisations cost Σ |S_r|³/3; above this, the sequential update (one k×k).
+const ROWWISE_FLOPS: f64 = 4e10;
+
+/// The OBS-optimal update for a fixed mask: (rows, Cholesky retries, sequential used).
+fn optimal_update(
+    s: &layerwise::Stats,
+    keep: &[bool],
+    order: &[usize],
+    nm_start: &[Option<usize>],
+    damp: f64,
+) -> Result<(Vec<f64>, usize, bool)> {
+    let k = s.cols;
+    let cost: f64 = keep
+        .chunks(k)
+        .map(|r| (r.iter().filter(|x| **x).count() as f64).powi(3) / 3.0)
+        .sum();
+    if cost > ROWWISE_FLOPS {
+        let (w, _, r) = layerwise::obs(s, layerwise::ObsMask::Fixed(keep), order, nm_start, damp)?;
+        return Ok((w, r, true));
+    }
+    let (w, r) = layerwise::lsq(s, keep, damp)?;
+    Ok((w, r, false))
+}
+
+fn check(o: &UnstructuredOptions) -> Result<()> {
+    match o.pattern {
+        Pattern::Sparsity(s) if !(0.0..1.0).contains(&s) => {
+            return Err(Error::Usage(format!(
+                "--unstructured {s} must be in [0, 1)"
+            )));
+        }
+        Pattern::NM(n, m) if m < 2 || n == 0 || n >= m => {
+            return Err(Error::Usage(format!(
+                "--nm {n}:{m}: keep N of every M with 0 < N < M (e.g. 2:4)"
+            )));
+        }
+        _ => {}
+    }
+    if o.mask == MaskKind::Obs && o.allocation == Some(Allocation::Global) {
+        return Err(Error::Usage(
+            "--mask obs chooses weights per layer (its layer Hessians are not comparable across layers): use --allocation uniform or another --mask for a global threshold".into(),
+        ));
+    }
+    if !(o.damp.is_finite() && o.damp >= 0.0) {
+        return Err(Error::Usage(format!("--damp {} must be ≥ 0", o.damp)));
+    }
+    Ok(())
+}
+
+pub fn run(
+    model: &Model,
+    data: &Data,
+    o: &UnstructuredOptions,
+    progress: Progress,
+) -> Result<Outcome> {
+    check(o)?;
+    let g = &model.graph;
+    let mut seconds = BTreeMap::new();
+    let mut warnings = Vec::new();
+    let t0 = std::time::Instant::now();
+    let (targets, skipped) = layers::select(g, &o.selection);
+    if targets.is_empty() {
+        let why: Vec<String> = skipped.iter().map(|(n, r)| format!("{n}: {r}")).collect();
+        return Err(Error::Usage(format!(
+            "no layer to prune{}",
+            if why.is_empty() {
+                " (no Conv/Gemm/MatMul with a stored weight)".to_string()
+            } else {
+                format!(": {}", why.join("; "))
+            }
+        )));
+    }
+    let alloc = o.allocation.unwrap_or(match o.mask {
+        MaskKind::FisherDiag | MaskKind::HutchinsonDiag => Allocation::Global,
+        MaskKind::Magnitude | MaskKind::Obs => Allocation::Uniform,
+    });
+    let n_all = batch_size(&data.calib)?;
+    let n = n_all.min(o.samples.max(1));
+    let calib = crate::calib::head(&data.calib, n)?;
+
+    // Masks fixed before the pass (every kind but obs, or read from a pruned model).
+    let mut objective = None;
+    let upfront: Option<Vec<Vec<bool>>> = if let Some(from) = &o.mask_from {
+        let mut v = Vec::new();
+        for t in &targets {
+            let m = from.get(&t.weight_name).ok_or_else(|| {
+                Error::Usage(format!(
+                    "--mask-from has no weight {:?} (layer {})",
+                    t.weight_name, t.name
+                ))
+            })?;
+            if m.len() != t.rows * t.cols {
+                return Err(Error::Usage(format!(
+                    "--mask-from weight {:?} has {} elements, the model's has {}",
+                    t.weight_name,
+                    m.len(),
+                    t.rows * t.cols
+                )));
+            }
+            let shape = g.weights[&t.weight].tensor.shape();
+            let ones = ndarray::ArrayD::from_shape_vec(
+                ndarray::IxDyn(shape),
+                m.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect(),
+            )
+            .expect("sized");
+            v.push(
+                saliency::to_rows(t, &ones)
+                    .iter()
+                    .map(|&x| x != 0.0)
+                    .collect(),
+            );
+        }
+        Some(v)
+    } else if o.mask == MaskKind::Obs {
+        None
+    } else {
+        let (sal_feeds, obj) = if matches!(o.mask, MaskKind::FisherDiag | MaskKind::HutchinsonDiag)
+        {
+            let h = crate::calib::head(&data.calib, o.hessian_samples.max(1))?;
+            let hn = batch_size(&h)?;
+            let labels = data
+                .calib_labels
+                .as_ref()
+                .map(|l| l[..hn.min(l.len())].to_vec());
+            let (obj, name) = crate::prune::second_order::objective(g, &h, labels.as_deref())?;
+            objective = Some(format!("{name}, {hn} samples"));
+            (h, Some(obj))
+        } else {
+            (calib.clone(), None)
+        };
+        let sal = match &obj {
+            Some(obj) => saliency::saliencies(
+                g,
+                &targets,
+                o.mask,
+                &sal_feeds,
+                obj,
+                o.probes.max(1),
+                o.seed,
+                o.micro_batch.min(16),
+                &mut |d, t| progress("saliency", d, t),
+            )?,
+            None => saliency::saliencies(
+                g,
+                &targets,
+                o.mask,
+                &sal_feeds,
+                &crate::autodiff::Objective::Sum(vec![]),
+                1,
+                o.seed,
+                1,
+                &mut |_, _| {},
+            )?,
+        };
+        Some(mask::select(
+            &sal,
+            &targets,
+            o.pattern,
+            alloc,
+            o.max_layer_sparsity,
+        ))
+    };
+    seconds.insert("masks".into(), t0.elapsed().as_secs_f64());
+
+    // The sequential pass.
+    let t1 = std::time::Instant::now();
+    let mb = o.micro_batch.max(1);
+    let batches: Vec<Feeds<f32>> = (0..n)
+        .step_by(mb)
+        .map(|s| slice_feeds(&calib, s..(s + mb).min(n)))
+        .collect();
+    let budget = (o.max_columns / batches.len().max(1)).max(1);
+    let mut net = Network {
+        g,
+        weights: HashMap::new(),
+    };
+    let mut rows_out = Vec::new();
+    let mut masks_out = Vec::new();
+    for (li, t) in targets.iter().enumerate() {
+        progress("layers", li, targets.len());
+        let layer = Layer::of(g, t.node, t.weight);
+        let w_dense = layer.rows(&g.weights[&t.weight].tensor);
+        let x = g.nodes[t.node].inputs[0]
+            .ok_or_else(|| Error::graph(g.nodes[t.node].label(), "has no input"))?;
+        let stats = if t.grouped {
+            None
+        } else {
+            let mut prefix = g.subgraph(&[], &[x])?;
+            for (id, w) in &net.weights {
+                if let Some(pw) = prefix.weights.get_mut(id) {
+                    pw.tensor = w.clone();
+                }
+            }
+            let dense_prefix = g.subgraph(&[], &[x])?;
+            let (cur, dense) = (
+                Engine::<f32>::new(&prefix)?,
+                Engine::<f32>::new(&dense_prefix)?,
+            );
+            Some(layerwise::Stats::gather(
+                &cur, &dense, &batches, &layer, &w_dense, budget,
+            )?)
+        };
+        let order = match o.pattern {
+            Pattern::NM(..) => mask::nm_order(t.cols, t.taps),
+            Pattern::Sparsity(_) => (0..t.cols).collect(),
+        };
+        let nm_start: Vec<Option<usize>> = match o.pattern {
+            Pattern::NM(_, m) => {
+                let cin = t.cols / t.taps.max(1);
+                (0..t.cols)
+                    .map(|p| {
+                        let c = p % cin.max(1);
+                        (c < cin / m * m).then_some(p - c % m)
+                    })
+                    .collect()
+            }
+            Pattern::Sparsity(_) => vec![None; t.cols],
+        };
+        let mut note = None;
+        let mut retries = 0;
+        let mut snows_row = None;
+        // The mask.
+        let keep: Vec<bool> = match (&upfront, &stats) {
+            (Some(m), _) => m[li].clone(),
+            (None, Some(s)) => {
+                let (_, k, r) = layerwise::obs(
+                    s,
+                    layerwise::ObsMask::Adaptive(o.pattern),
+                    &order,
+                    &nm_start,
+                    o.damp,
+                )?;
+                retries += r;
+                k
+            }
+            (None, None) => {
+                note = Some(
+                    "grouped conv: the obs mask needs a layer Hessian; magnitude mask used"
+                        .to_string(),
+                );
+                let sal: Vec<f64> = w_dense.iter().map(|v| v.abs()).collect();
+                mask::select(
+                    &[sal],
+                    std::slice::from_ref(t),
+                    o.pattern,
+                    Allocation::Uniform,
+                    1.0,
+                )
+                .remove(0)
+            }
+        };
+        let masked: Vec<f64> = w_dense
+            .iter()
+            .zip(&keep)
+            .map(|(w, k)| if *k { *w } else { 0.0 })
+            .collect();
+        let method = if stats.is_none() && o.method != Method::None {
+            note.get_or_insert_with(|| {
+                "grouped conv: masked, not refit (its inputs differ per group)".to_string()
+            });
+            Method::None
+        } else {
+            o.method
+        };
+        let new_rows: Vec<f64> = match (method, &stats) {
+            (Method::None, _) | (_, None) => masked.clone(),
+            (Method::Obs, Some(s)) => {
+                let (w, r, seq) = optimal_update(s, &keep, &order, &nm_start, o.damp)?;
+                retries += r;
+                if seq {
+                    note = Some(SEQUENTIAL.into());
+                }
+                w
+            }
+            (Method::Snows, Some(s)) => {
+                let (w0, r, seq) = optimal_update(s, &keep, &order, &nm_start, o.damp)?;
+                if seq {
+                    note = Some(SEQUENTIAL.into());
+                }
+                retries += r;
+                let shape = g.weights[&t.weight].tensor.shape().to_vec();
+                let start = saliency::from_rows(t, &shape, &w0);
+                let km = saliency::from_rows(
+                    t,
+                    &shape,
+                    &keep
+                        .iter()
+                        .map(|&k| if k { 1.0 } else { 0.0 })
+                        .collect::<Vec<_>>(),
+                );
+                let mut cur_graph = g.clone();
+                for (id, w) in &net.weights {
+                    if let Some(pw) = cur_graph.weights.get_mut(id) {
+                        pw.tensor = w.clone();
+                    }
+                }
+                let so = snows::SnowsOptions {
+                    micro_batch: mb,
+                    ..o.snows
+                };
+                let (w, row) =
+                    snows::refit(&cur_graph, t.node, t.weight, &start, &km, &calib, &so)?;
+                snows_row = Some(row);
+                let wt = Tensor::float(g.weights[&t.weight].tensor.dtype, w);
+                layer.rows(&wt)
+            }
+        };
+        // Exact zeros where the mask prunes.
+        let new_rows: Vec<f64> = new_rows
+            .iter()
+            .zip(&keep)
+            .map(|(w, k)| if *k { *w } else { 0.0 })
+            .collect();
+        let shape = g.weights[&t.weight].tensor.shape().to_vec();
+        let arr = saliency::from_rows(t, &shape, &new_rows);
+        let zeros = arr.iter().filter(|v| **v == 0.0).count();
+        let pruned = keep.iter().filter(|k| !**k).count();
+        net.weights.insert(
+            t.weight,
+            Tensor::float(g.weights[&t.weight].tensor.dtype, arr),
+        );
+        masks_out.push((t.weight_name.clone(), shape.clone(), {
+            let k = saliency::from_rows(
+                t,
+                &shape,
+                &keep
+                    .iter()
+                    .map(|&k| if k { 1.0 } else { 0.0 })
+                    .collect::<Vec<_>>(),
+            );
+            k.iter().map(|v| *v != 0.0).collect()
+        }));
+        rows_out.push(LayerRow {
+            layer: t.name.clone(),
+            weight: t.weight_name.clone(),
+            op_type: t.op_type.clone(),
+            params: t.rows * t.cols,
+            pruned,
+            zeros,
+            sparsity: pruned as f64 / (t.rows * t.cols).max(1) as f64,
+            error_masked: stats.as_ref().map(|s| s.error(&masked)),
+            error_after: stats.as_ref().map(|s| s.error(&new_rows)),
+            method: method.to_string(),
+            cholesky_retries: retries,
+            snows: snows_row,
+            note,
+        });
+    }
+    progress("layers", targets.len(), targets.len());
+    seconds.insert("layers".into(), t1.elapsed().as_secs_f64());
+
+    // BatchNorm statistics of the pruned network, in graph order.
+    let t2 = std::time::Instant::now();
+    let mut bns = 0;
+    if o.bn_recalibrate {
+        let first = targets.iter().map(|t| t.node).min().unwrap_or(0);
+        for (i, nd) in g.nodes.iter().enumerate().skip(first + 1) {
+            if !matches!(nd.op, Ok(Op::BatchNorm { .. })) {
+                continue;
+            }
+            let Some(x) = nd.inputs[0] else { continue };
+            let dense_prefix = g.subgraph(&[], &[x])?;
+            let dense = Engine::<f32>::new(&dense_prefix)?;
+            let mut prefix = g.subgraph(&[], &[x])?;
+            for (id, w) in &net.weights {
+                if let Some(pw) = prefix.weights.get_mut(id) {
+                    pw.tensor = w.clone();
+                }
+            }
+            let cur = Engine::<f32>::new(&prefix)?;
+            let (mut dp, mut cp) = (Vec::new(), Vec::new());
+            for f in &batches {
+                let one = |e: &Engine<f32>| -> Result<ndarray::ArrayD<f32>> {
+                    Ok(e.run(f.clone())?
+                        .remove(0)
+                        .as_float()
+                        .expect("float")
+                        .to_owned())
+                };
+                dp.push(stats_of(&one(&dense)?));
+                cp.push(stats_of(&one(&cur)?));
+            }
+            let ((md, vd), (mp, vp)) = (moments(dp.into_iter()), moments(cp.into_iter()));
+            recalibrate_bn(g, i, &md, &vd, &mp, &vp, &mut net);
+            bns += 1;
+        }
+    }
+    seconds.insert("batchnorm".into(), t2.elapsed().as_secs_f64());
+
+    // Write.
+    let mut m = model.source.proto.clone();
+    let mut nodes: Vec<NodeProto> = g.nodes.iter().map(|n| n.proto.clone()).collect();
+    let mut changed: Vec<(&ValueId, &Tensor<f32>)> = net.weights.iter().collect();
+    changed.sort_by_key(|(id, _)| **id);
+    for (id, t) in changed {
+        crate::rewrite::tensors::set_weight(&mut m, g, &mut nodes, *id, t);
+    }
+    m.graph.as_mut().expect("graph").node = nodes;
+    let total_sel: usize = rows_out.iter().map(|r| r.params).sum();
+    let pruned_sel: usize = rows_out.iter().map(|r| r.pruned).sum();
+    let achieved = pruned_sel as f64 / total_sel.max(1) as f64;
+    let (mode, requested) = match o.pattern {
+        Pattern::Sparsity(s) => ("unstructured".to_string(), s),
+        Pattern::NM(a, b) => (format!("{a}:{b}"), 1.0 - a as f64 / b as f64),
+    };
+    let meta = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "command": o.command,
+        "mode": mode,
+        "mask": o.mask.to_string(),
+        "method": o.method.to_string(),
+        "sparsity": achieved,
+    });
+    m.metadata_props.retain(|e| e.key() != "onnx-prune");
+    m.metadata_props.push(StringStringEntryProto {
+        key: Some("onnx-prune".into()),
+        value: Some(meta.to_string()),
+    });
+    let bytes = m.encode_to_vec();
+    let (mut float_params, mut float_zeros) = (0usize, 0usize);
+    for (id, w) in &g.weights {
+        let t = net.weights.get(id).unwrap_or(&w.tensor);
+        if let Some(a) = t.as_float() {
+            float_params += a.len();
+            float_zeros += a.iter().filter(|v| **v == 0.0).count();
+        }
+    }
+
+    let t3 = std::time::Instant::now();
+    progress("validation", 0, 1);
+    let dense_bytes = model.source.proto.encode_to_vec();
+    let validation = validate(
+        &dense_bytes,
+        &bytes,
+        model.source.path.parent(),
+        &data.eval,
+        data.eval_labels.as_deref(),
+        &ValidateOptions {
+            device: o.device,
+            threads: o.threads,
+            latency_runs: o.latency_runs,
+            latency_batch: o.latency_batch,
+        },
+    )?;
+    progress("validation", 1, 1);
+    seconds.insert("validation".into(), t3.elapsed().as_secs_f64());
+    if data.synthetic {
+        warnings.push(
+            "no --calib: synthetic inputs; the reconstruction and the validation mean little"
+                .into(),
+        );
+    }
+    let report = Report {
+        mode,
+        mask: if o.mask_from.is_some() {
+            "from a pruned model (--mask-from)".into()
+        } else {
+            o.mask.to_string()
+        },
+        method: o.method.to_string(),
+        allocation: match o.pattern {
+            Pattern::NM(..) => "n:m".into(),
+            Pattern::Sparsity(_) => format!("{alloc:?}").to_lowercase(),
+        },
+        requested,
+        achieved,
+        model_sparsity: float_zeros as f64 / float_params.max(1) as f64,
+        params: float_params,
+        file_bytes: (dense_bytes.len(), bytes.len()),
+        layers: rows_out,
+        skipped,
+        batchnorms_recalibrated: bns,
+        calibration: data.source.clone(),
+        calibration_samples: n,
+        objective,
+        validation,
+        warnings,
+        speed_note: SPEED_NOTE.into(),
+        seconds,
+        command: o.command.clone(),
+    };
+    Ok(Outcome {
+        model: m,
+        bytes,
+        report,
+        masks: masks_out,
+    })
+}
+
+impl Report {
+    pub fn render(&self, output: &str) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let pct = |x: f64| format!("{:.1}%", 100.0 * x);
+        let _ = writeln!(
+            s,
+            "{} → {output}   ({}, mask {}, method {}, allocation {})",
+            self.calibration, self.mode, self.mask, self.method, self.allocation
+        );
+        let _ = writeln!(
+            s,
+            "sparsity  requested {} of the selected layers' weights; achieved {} ({} of all weights are zero)",
+            pct(self.requested),
+            pct(self.achieved),
+            pct(self.model_sparsity)
+        );
+        let v = &self.validation;
+        let _ = writeln!(
+            s,
+            "validated on {} held-out samples in onnxruntime ({}):",
+            v.samples, v.device
+        );
+        for out in &v.outputs {
+            let _ = writeln!(
+                s,
+                "  {:<24} cosine {:.6}   max |Δ| {:.3e}{}",
+                out.name,
+                out.cosine,
+                out.max_abs,
+                out.top1_agreement
+                    .map(|t| format!("   top-1 agreement {}", pct(t)))
+                    .unwrap_or_default()
+            );
+        }
+        if let (Some(a), Some(b)) = (v.accuracy_dense, v.accuracy_pruned) {
+            let _ = writeln!(
+                s,
+                "  accuracy {} → {} ({:+.2} points)",
+                pct(a),
+                pct(b),
+                100.0 * (b - a)
+            );
+        }
+        if let Some(l) = &v.latency {
+            let _ = writeln!(
+                s,
+                "  latency  {:.3} ms → {:.3} ms ({:.2}×)",
+                l.dense_ms,
+                l.pruned_ms,
+                l.pruned_ms / l.dense_ms.max(1e-12)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  layer                                    op       params  sparsity  error masked → after  method"
+        );
+        for r in &self.layers {
+            let e = |x: Option<f64>| {
+                x.map(|v| format!("{v:.4}"))
+                    .unwrap_or_else(|| "  -   ".into())
+            };
+            let _ = writeln!(
+                s,
+                "  {:<40} {:<7} {:>8}  {:>7}   {} → {}   {}{}",
+                r.layer.chars().take(40).collect::<String>(),
+                r.op_type,
+                r.params,
+                pct(r.sparsity),
+                e(r.error_masked),
+                e(r.error_after),
+                r.method,
+                r.note
+                    .as_ref()
+                    .map(|n| format!("  ({n})"))
+                    .unwrap_or_default()
+            );
+        }
+        if self.batchnorms_recalibrated > 0 {
+            let _ = writeln!(
+                s,
+                "BatchNorm statistics re-estimated: {}",
+                self.batchnorms_recalibrated
+            );
+        }
+        for (n, r) in &self.skipped {
+            let _ = writeln!(s, "not pruned: {n}: {r}");
+        }
+        let _ = writeln!(s, "note: {}", self.speed_note);
+        for w in &self.warnings {
+            let _ = writeln!(s, "warning: {w}");
+        }
+        s
+    }
+}
