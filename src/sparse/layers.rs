@@ -19,7 +19,7 @@ pub struct Target {
     pub cols: usize,
     /// Kernel taps per input channel (1 for Gemm/MatMul).
     pub taps: usize,
-    /// Grouped/depthwise convs are masked but not refit (their im2col columns differ per group).
+    /// Grouped/depthwise convs: statistics and solves per group.
     pub grouped: bool,
     /// Stored as [outputs, inputs…] (Conv, Gemm with transB) rather than [inputs, outputs].
     pub out_major: bool,

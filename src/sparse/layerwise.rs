@@ -23,6 +23,89 @@ pub struct Stats {
     pub samples: usize,
 }
 
+/// Per-group statistics of a grouped conv: group g's output rows read only its own input
+/// channels, so each group is an ungrouped conv on its slice of the input.
+pub(crate) fn gather_grouped(
+    current: &Engine<f32>,
+    dense: &Engine<f32>,
+    batches: &[Feeds<f32>],
+    layer: &Layer,
+    w_dense: &[f64],
+    budget: usize,
+) -> Result<Vec<Stats>> {
+    use crate::ir::Op;
+    let Op::Conv { window, group } = &layer.op else {
+        return Err(Error::Runtime("grouped statistics are for convs".into()));
+    };
+    let groups = (*group).max(1);
+    let (rows_g, k) = (layer.cout / groups, layer.kfull);
+    let mut w_shape = layer.w_shape.clone();
+    w_shape[0] = rows_g;
+    let sub = Layer {
+        op: Op::Conv {
+            window: window.clone(),
+            group: 1,
+        },
+        w_shape,
+        cout: rows_g,
+        kfull: k,
+        taps: layer.taps,
+    };
+    let cg = k / layer.taps.max(1);
+    let mut out: Vec<Stats> = (0..groups)
+        .map(|_| Stats {
+            cols: k,
+            rows: rows_g,
+            gram: vec![0.0; k * k],
+            cross: vec![0.0; rows_g * k],
+            tnorm: 0.0,
+            samples: 0,
+        })
+        .collect();
+    let float = |e: &Engine<f32>, f: &Feeds<f32>| -> Result<ndarray::ArrayD<f32>> {
+        e.run(f.clone())?
+            .remove(0)
+            .as_float()
+            .map(|a| a.to_owned())
+            .ok_or_else(|| Error::Runtime("a layer input is not float".into()))
+    };
+    for f in batches {
+        let (xp, xd) = (float(current, f)?, float(dense, f)?);
+        for (gi, st) in out.iter_mut().enumerate() {
+            let sl = |x: &ndarray::ArrayD<f32>| {
+                x.slice_axis(
+                    ndarray::Axis(1),
+                    ndarray::Slice::from(gi * cg..(gi + 1) * cg),
+                )
+                .to_owned()
+            };
+            let (cp, _, np) = columns(&sub.op, &sl(&xp), &sub.w_shape, budget)?;
+            let (cd, _, nd) = columns(&sub.op, &sl(&xd), &sub.w_shape, budget)?;
+            let wg = &w_dense[gi * rows_g * k..(gi + 1) * rows_g * k];
+            let t = matmul_t(&cd, nd, k, wg, rows_g);
+            st.tnorm += t.iter().map(|v| v * v).sum::<f64>();
+            for r in 0..np {
+                for o in 0..rows_g {
+                    let tv = t[r * rows_g + o];
+                    let c = &mut st.cross[o * k..(o + 1) * k];
+                    for (cv, xv) in c.iter_mut().zip(&cp[r * k..(r + 1) * k]) {
+                        *cv += tv * xv;
+                    }
+                }
+            }
+            f64::gemm_xtx(&cp, np, k, &mut st.gram);
+            st.samples += np;
+        }
+    }
+    for st in &mut out {
+        let inv = 1.0 / st.samples.max(1) as f64;
+        st.gram.iter_mut().for_each(|v| *v *= inv);
+        st.cross.iter_mut().for_each(|v| *v *= inv);
+        st.tnorm *= inv;
+    }
+    Ok(out)
+}
+
 impl Stats {
     /// Gathers the statistics: `current` computes the layer's input in the network as pruned so
     /// far, `dense` in the original one; `w_dense` are the original rows.

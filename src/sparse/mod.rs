@@ -358,9 +358,9 @@ pub fn run(
         let w_dense = layer.rows(&g.weights[&t.weight].tensor);
         let x = g.nodes[t.node].inputs[0]
             .ok_or_else(|| Error::graph(g.nodes[t.node].label(), "has no input"))?;
-        let stats = if t.grouped {
-            None
-        } else {
+        // Statistics per part: the whole layer, or each group of a grouped conv (rows in
+        // consecutive blocks).
+        let parts: Vec<layerwise::Stats> = {
             let mut prefix = g.subgraph(&[], &[x])?;
             for (id, w) in &net.weights {
                 if let Some(pw) = prefix.weights.get_mut(id) {
@@ -372,9 +372,13 @@ pub fn run(
                 Engine::<f32>::new(&prefix)?,
                 Engine::<f32>::new(&dense_prefix)?,
             );
-            Some(layerwise::Stats::gather(
-                &cur, &dense, &batches, &layer, &w_dense, budget,
-            )?)
+            if t.grouped {
+                layerwise::gather_grouped(&cur, &dense, &batches, &layer, &w_dense, budget)?
+            } else {
+                vec![layerwise::Stats::gather(
+                    &cur, &dense, &batches, &layer, &w_dense, budget,
+                )?]
+            }
         };
         let order = match o.pattern {
             Pattern::NM(..) => mask::nm_order(t.cols, t.taps),
@@ -392,37 +396,40 @@ pub fn run(
             }
             Pattern::Sparsity(_) => vec![None; t.cols],
         };
+        let k = t.cols;
+        let span = |pi: usize| {
+            let r = parts[pi].rows;
+            pi * r * k..(pi + 1) * r * k
+        };
         let mut note = None;
         let mut retries = 0;
         let mut snows_row = None;
         // The mask.
-        let keep: Vec<bool> = match (&upfront, &stats) {
-            (Some(m), _) => m[li].clone(),
-            (None, Some(s)) => {
-                let (_, k, r) = layerwise::obs(
-                    s,
-                    layerwise::ObsMask::Adaptive(o.pattern),
-                    &order,
-                    &nm_start,
-                    o.damp,
-                )?;
-                retries += r;
-                k
-            }
-            (None, None) => {
-                note = Some(
-                    "grouped conv: the obs mask needs a layer Hessian; magnitude mask used"
-                        .to_string(),
-                );
-                let sal: Vec<f64> = w_dense.iter().map(|v| v.abs()).collect();
-                mask::select(
-                    &[sal],
-                    std::slice::from_ref(t),
-                    o.pattern,
-                    Allocation::Uniform,
-                    1.0,
-                )
-                .remove(0)
+        let keep: Vec<bool> = match &upfront {
+            Some(m) => m[li].clone(),
+            None => {
+                let mut keep = Vec::with_capacity(t.rows * k);
+                for (pi, st) in parts.iter().enumerate() {
+                    // Exact layer totals across groups: cumulative rounding.
+                    let pat = match o.pattern {
+                        Pattern::Sparsity(sp) => {
+                            let r = span(pi);
+                            let n = mask::count(r.end, sp) - mask::count(r.start, sp);
+                            Pattern::Sparsity(n as f64 / r.len().max(1) as f64)
+                        }
+                        p => p,
+                    };
+                    let (_, kp, r) = layerwise::obs(
+                        st,
+                        layerwise::ObsMask::Adaptive(pat),
+                        &order,
+                        &nm_start,
+                        o.damp,
+                    )?;
+                    retries += r;
+                    keep.extend(kp);
+                }
+                keep
             }
         };
         let masked: Vec<f64> = w_dense
@@ -430,30 +437,24 @@ pub fn run(
             .zip(&keep)
             .map(|(w, k)| if *k { *w } else { 0.0 })
             .collect();
-        let method = if stats.is_none() && o.method != Method::None {
-            note.get_or_insert_with(|| {
-                "grouped conv: masked, not refit (its inputs differ per group)".to_string()
-            });
-            Method::None
-        } else {
-            o.method
-        };
-        let new_rows: Vec<f64> = match (method, &stats) {
-            (Method::None, _) | (_, None) => masked.clone(),
-            (Method::Obs, Some(s)) => {
-                let (w, r, seq) = optimal_update(s, &keep, &order, &nm_start, o.damp)?;
-                retries += r;
+        let method = o.method;
+        let optimal = |retries: &mut usize, note: &mut Option<String>| -> Result<Vec<f64>> {
+            let mut w = Vec::with_capacity(t.rows * k);
+            for (pi, st) in parts.iter().enumerate() {
+                let (wp, r, seq) = optimal_update(st, &keep[span(pi)], &order, &nm_start, o.damp)?;
+                *retries += r;
                 if seq {
-                    note = Some(SEQUENTIAL.into());
+                    *note = Some(SEQUENTIAL.into());
                 }
-                w
+                w.extend(wp);
             }
-            (Method::Snows, Some(s)) => {
-                let (w0, r, seq) = optimal_update(s, &keep, &order, &nm_start, o.damp)?;
-                if seq {
-                    note = Some(SEQUENTIAL.into());
-                }
-                retries += r;
+            Ok(w)
+        };
+        let new_rows: Vec<f64> = match method {
+            Method::None => masked.clone(),
+            Method::Obs => optimal(&mut retries, &mut note)?,
+            Method::Snows => {
+                let w0 = optimal(&mut retries, &mut note)?;
                 let shape = g.weights[&t.weight].tensor.shape().to_vec();
                 let start = saliency::from_rows(t, &shape, &w0);
                 let km = saliency::from_rows(
@@ -475,11 +476,20 @@ pub fn run(
                     ..o.snows
                 };
                 let (w, row) =
-                    snows::refit(&cur_graph, t.node, t.weight, &start, &km, &calib, &so)?;
+                    snows::refit(g, &cur_graph, t.node, t.weight, &start, &km, &calib, &so)?;
                 snows_row = Some(row);
                 let wt = Tensor::float(g.weights[&t.weight].tensor.dtype, w);
                 layer.rows(&wt)
             }
+        };
+        let error_of = |w: &[f64]| -> f64 {
+            let (mut e, mut n) = (0.0, 0.0);
+            for (pi, st) in parts.iter().enumerate() {
+                let r = st.error(&w[span(pi)]);
+                e += r * r * st.tnorm;
+                n += st.tnorm;
+            }
+            (e / f64::max(n, 1e-30)).sqrt()
         };
         // Exact zeros where the mask prunes.
         let new_rows: Vec<f64> = new_rows
@@ -514,8 +524,8 @@ pub fn run(
             pruned,
             zeros,
             sparsity: pruned as f64 / (t.rows * t.cols).max(1) as f64,
-            error_masked: stats.as_ref().map(|s| s.error(&masked)),
-            error_after: stats.as_ref().map(|s| s.error(&new_rows)),
+            error_masked: Some(error_of(&masked)),
+            error_after: Some(error_of(&new_rows)),
             method: method.to_string(),
             cholesky_retries: retries,
             snows: snows_row,
