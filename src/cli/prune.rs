@@ -159,8 +159,7 @@ pub struct PruneArgs {
     /// Unstructured/N:M: how the surviving weights are updated.
     #[arg(long, value_enum, default_value_t = Method::Obs)]
     pub method: Method,
-    /// Unstructured: one threshold over all layers or the same sparsity per layer (default:
-    /// global for fisher-diag/hutchinson-diag, uniform for magnitude and obs).
+    /// Unstructured: the same sparsity per layer (default) or one threshold over all layers.
     #[arg(long, value_enum)]
     pub allocation: Option<Allocation>,
     /// SNOWS: operations ahead whose outputs are reconstructed.

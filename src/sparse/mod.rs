@@ -58,8 +58,7 @@ pub struct UnstructuredOptions {
     /// Keep-masks read from a pruned model: its zeros (`--mask-from`).
     pub mask_from: Option<HashMap<String, Vec<bool>>>,
     pub method: Method,
-    /// None: global for the loss-based saliencies (fisher-diag, hutchinson-diag), uniform for
-    /// magnitude and obs.
+    /// None: uniform.
     pub allocation: Option<Allocation>,
     /// At most this fraction of one layer pruned under global allocation.
     pub max_layer_sparsity: f64,
@@ -121,6 +120,11 @@ pub struct LayerRow {
     pub weight: String,
     pub op_type: String,
     pub params: usize,
+    /// The weight as rows (outputs) × cols (inputs · taps); `out_major`: stored [out, in…].
+    pub rows: usize,
+    pub cols: usize,
+    pub taps: usize,
+    pub out_major: bool,
     /// Weights the mask prunes (all exactly zero in the output).
     pub pruned: usize,
     /// Exact zeros in the written weight (≥ pruned: a kept weight may be zero already).
@@ -171,6 +175,20 @@ pub struct Outcome {
 }
 
 const SPEED_NOTE: &str = "unstructured sparsity does not make a model faster in onnxruntime: its CPU and CUDA kernels are dense, so zeros cost as much as any weight, and the file keeps its size (it compresses well). What does speed it up: structured pruning (--structured), or N:M (2:4) sparsity on runtimes with sparse tensor cores (TensorRT / cuSPARSELt on NVIDIA Ampere or newer).";
+
+/// The batches restricted to the graph inputs a prefix sub-graph reads.
+fn only_inputs(prefix: &crate::ir::Graph, batches: &[Feeds<f32>]) -> Vec<Feeds<f32>> {
+    let names: Vec<&str> = prefix.inputs.iter().map(|&i| prefix.name(i)).collect();
+    batches
+        .iter()
+        .map(|f| {
+            f.iter()
+                .filter(|(n, _)| names.contains(&n.as_str()))
+                .cloned()
+                .collect()
+        })
+        .collect()
+}
 
 const SEQUENTIAL: &str = "per-row factorisations too costly: column-sequential OBS update";
 
@@ -246,10 +264,9 @@ pub fn run(
             }
         )));
     }
-    let alloc = o.allocation.unwrap_or(match o.mask {
-        MaskKind::FisherDiag | MaskKind::HutchinsonDiag => Allocation::Global,
-        MaskKind::Magnitude | MaskKind::Obs => Allocation::Uniform,
-    });
+    // Uniform by default: a global threshold over the diagonal saliencies measured worse on
+    // every fixture (ResNet 80 %, fisher-diag + obs: 82.2 % global vs 88.6 % uniform).
+    let alloc = o.allocation.unwrap_or(Allocation::Uniform);
     let n_all = batch_size(&data.calib)?;
     let n = n_all.min(o.samples.max(1));
     let calib = crate::calib::head(&data.calib, n)?;
@@ -373,10 +390,22 @@ pub fn run(
                 Engine::<f32>::new(&dense_prefix)?,
             );
             if t.grouped {
-                layerwise::gather_grouped(&cur, &dense, &batches, &layer, &w_dense, budget)?
+                layerwise::gather_grouped(
+                    &cur,
+                    &dense,
+                    &only_inputs(&prefix, &batches),
+                    &layer,
+                    &w_dense,
+                    budget,
+                )?
             } else {
                 vec![layerwise::Stats::gather(
-                    &cur, &dense, &batches, &layer, &w_dense, budget,
+                    &cur,
+                    &dense,
+                    &only_inputs(&prefix, &batches),
+                    &layer,
+                    &w_dense,
+                    budget,
                 )?]
             }
         };
@@ -521,6 +550,10 @@ pub fn run(
             weight: t.weight_name.clone(),
             op_type: t.op_type.clone(),
             params: t.rows * t.cols,
+            rows: t.rows,
+            cols: t.cols,
+            taps: t.taps,
+            out_major: t.out_major,
             pruned,
             zeros,
             sparsity: pruned as f64 / (t.rows * t.cols).max(1) as f64,
@@ -555,7 +588,7 @@ pub fn run(
             }
             let cur = Engine::<f32>::new(&prefix)?;
             let (mut dp, mut cp) = (Vec::new(), Vec::new());
-            for f in &batches {
+            for f in &only_inputs(&prefix, &batches) {
                 let one = |e: &Engine<f32>| -> Result<ndarray::ArrayD<f32>> {
                     Ok(e.run(f.clone())?
                         .remove(0)
