@@ -157,7 +157,12 @@ fn score(
             )
         }
         Metric::Cosine => {
-            let agg = onnx_prune::validate::agreement("y", &dense[0], &y[0].1).unwrap();
+            // The first float output: MiniLM's first output passes input_ids through.
+            let i = dense
+                .iter()
+                .position(|t| t.as_float().is_some())
+                .unwrap_or(0);
+            let agg = onnx_prune::validate::agreement("y", &dense[i], &y[i].1).unwrap();
             (agg.cosine, format!("{:.4}", agg.cosine))
         }
     }

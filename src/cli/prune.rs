@@ -166,10 +166,10 @@ pub struct PruneArgs {
     #[arg(long, default_value_t = 6)]
     pub horizon: usize,
     /// SNOWS: conjugate-gradient iterations per Newton step.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 10)]
     pub cg_iters: usize,
     /// SNOWS: Newton steps per layer.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 2)]
     pub newton_steps: usize,
     /// SNOWS: exact Hessian-vector products or Gauss-Newton (JᵀJ) products.
     #[arg(long, value_enum, default_value_t = Curv::Exact)]

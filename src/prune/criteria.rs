@@ -99,15 +99,8 @@ pub fn taylor_objective(
     labels: Option<&[i64]>,
     seed: u64,
 ) -> Result<(Objective, String)> {
-    let out = *g
-        .outputs
-        .first()
-        .ok_or_else(|| Error::graph("graph", "has no outputs"))?;
     let y = Engine::<f32>::new(g)?.run(feeds.clone())?;
-    let y0 = y[0]
-        .as_float()
-        .ok_or_else(|| Error::graph(format!("output {:?}", g.name(out)), "is not float"))?;
-    let y0 = y0.mapv(|v| v as f64);
+    let (out, y0) = first_float_output(g, &y)?;
     let classifier = y0.ndim() == 2 && y0.shape()[1] > 1;
     if let Some(l) = labels {
         if !classifier {
@@ -224,4 +217,17 @@ pub fn normalize(scores: &Scores) -> Scores {
                 .collect()
         })
         .collect()
+}
+
+/// The first float output (a model may pass its int64 inputs through as outputs, as MiniLM's
+/// export does) and its values.
+pub(crate) fn first_float_output(
+    g: &crate::ir::Graph,
+    y: &[crate::tensor::Tensor<f32>],
+) -> Result<(crate::ir::ValueId, ndarray::ArrayD<f64>)> {
+    g.outputs
+        .iter()
+        .zip(y)
+        .find_map(|(&o, t)| t.as_float().map(|a| (o, a.mapv(|v| v as f64))))
+        .ok_or_else(|| Error::graph("graph", "has no float output to score against"))
 }

@@ -83,15 +83,8 @@ pub fn objective(
     feeds: &Feeds<f32>,
     labels: Option<&[i64]>,
 ) -> Result<(Objective, String)> {
-    let out = *g
-        .outputs
-        .first()
-        .ok_or_else(|| Error::graph("graph", "has no outputs"))?;
     let y = Engine::<f32>::new(g)?.run(feeds.clone())?;
-    let y0 = y[0]
-        .as_float()
-        .ok_or_else(|| Error::graph(format!("output {:?}", g.name(out)), "is not float"))?
-        .mapv(|v| v as f64);
+    let (out, y0) = super::criteria::first_float_output(g, &y)?;
     let classifier = y0.ndim() == 2 && y0.shape()[1] > 1;
     if let Some(l) = labels {
         if !classifier {
@@ -227,15 +220,8 @@ pub fn fisher(
     micro_batch: usize,
     on_batch: &mut dyn FnMut(usize, usize),
 ) -> Result<Scores> {
-    let out = *g
-        .outputs
-        .first()
-        .ok_or_else(|| Error::graph("graph", "has no outputs"))?;
     let y = Engine::<f32>::new(g)?.run(feeds.clone())?;
-    let y0 = y[0]
-        .as_float()
-        .ok_or_else(|| Error::graph("output", "is not float"))?
-        .mapv(|v| v as f64);
+    let (out, y0) = super::criteria::first_float_output(g, &y)?;
     let mut rng = crate::autodiff::rng::SplitMix64::new(seed ^ 0x00f1_5ee0);
     let obj = if y0.ndim() == 2 && y0.shape()[1] > 1 {
         let kind = OutputKind::detect(&y0);

@@ -386,9 +386,12 @@ pub fn run(
             o.device,
             o.threads,
         )?
-        .run(&data.eval)?
-        .remove(0)
-        .1;
+        .run(&data.eval)?;
+        let dense_out = dense_out
+            .iter()
+            .find(|(_, t)| t.as_float().is_some())
+            .map(|(_, t)| t.clone())
+            .ok_or_else(|| Error::Runtime("the model has no float output to gate on".into()))?;
         let mut harm: Vec<(f64, usize)> = Vec::new();
         let pruned_groups: Vec<usize> = (0..a.groups.len())
             .filter(|&gi| att.edit.removed[gi].iter().any(|&r| r))

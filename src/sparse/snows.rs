@@ -42,8 +42,8 @@ impl Default for SnowsOptions {
     fn default() -> Self {
         SnowsOptions {
             horizon: 6,
-            newton_steps: 3,
-            cg_iters: 20,
+            newton_steps: 2,
+            cg_iters: 10,
             cg_tol: 1e-3,
             cg_damp: 1e-4,
             curvature: Curv::Exact,

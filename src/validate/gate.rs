@@ -135,7 +135,11 @@ pub fn quick_drop(
 ) -> Result<f64> {
     let mut s = OrtSession::new(candidate, dir, o.device, o.threads)?;
     let y = s.run(eval)?;
-    Ok(drop_of(dense_out, &y[0].1, labels)?.0)
+    let i = y
+        .iter()
+        .position(|(_, t)| t.as_float().is_some())
+        .unwrap_or(0);
+    Ok(drop_of(dense_out, &y[i].1, labels)?.0)
 }
 
 /// Runs both models (bytes; `dir` resolves external data) on `eval` and compares them.
@@ -172,15 +176,20 @@ pub fn validate(
         outputs.push(agreement(n, a, b).map_err(Error::Runtime)?);
     }
     let samples = crate::autodiff::curvature::batch_size(eval)?;
+    // The first float output is what the gate scores (int outputs may pass inputs through).
+    let fi = yd
+        .iter()
+        .position(|(_, t)| t.as_float().is_some())
+        .unwrap_or(0);
     let (accuracy_dense, accuracy_pruned) = match labels {
         Some(l) => (
-            Some(accuracy(&yd[0].1, l).map_err(Error::Data)?),
-            Some(accuracy(&yp[0].1, l).map_err(Error::Data)?),
+            Some(accuracy(&yd[fi].1, l).map_err(Error::Data)?),
+            Some(accuracy(&yp[fi].1, l).map_err(Error::Data)?),
         ),
         None => (None, None),
     };
-    let kl = mean_kl(&yd[0].1, &yp[0].1);
-    let (drop, drop_metric) = drop_of(&yd[0].1, &yp[0].1, labels)?;
+    let kl = mean_kl(&yd[fi].1, &yp[fi].1);
+    let (drop, drop_metric) = drop_of(&yd[fi].1, &yp[fi].1, labels)?;
     let latency = if o.latency_runs > 0 {
         let b = o.latency_batch.clamp(1, samples);
         let feeds = crate::calib::head(eval, b)?;

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The unstructured / N:M quality table: one-shot held-out top-1 of the MNIST fixtures at
+# 50/70/80/90 % and 2:4 for MP (magnitude, no update), MP+ (magnitude + layer-wise optimal
+# update), obs (OBS mask + update) and snows on the magnitude and obs masks.
+# Writes target/sparse-quality/<model>-<pattern>-<row>.json and prints one line per run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=target/release/onnx-prune
+out=target/sparse-quality
+mkdir -p "$out"
+data="--calib fixtures/mnist_calib.npz --labels fixtures/mnist_calib_labels.npy --eval fixtures/mnist_heldout.npz --eval-labels fixtures/mnist_heldout_labels.npy --latency-runs 0 --force"
+# The layer-wise rows first (seconds each), then SNOWS (a minute each on the CNN fixtures).
+for rows in "mp:magnitude:none mp+:magnitude:obs obs:obs:obs" "snows-mag:magnitude:snows snows-obs:obs:snows"; do
+for m in ${MODELS:-resnet mobilenet vit mlp}; do
+  for p in 0.5 0.7 0.8 0.9 2:4; do
+    if [ "$p" = "2:4" ]; then pat="--nm 2:4"; else pat="--unstructured $p"; fi
+    for row in $rows; do
+      IFS=: read -r name mask method <<<"$row"
+      f="$out/$m-${p/:/of}-$name.json"
+      start=$(date +%s.%N)
+      $bin fixtures/$m.onnx /tmp/sparse-q.onnx $pat --mask $mask --method $method $data --report "$f" >/dev/null 2>&1 || echo "$m $p $name failed"
+      secs=$(echo "$(date +%s.%N) - $start" | bc)
+      python3 -c "import json;r=json.load(open('$f'));v=r['validation'];print('$m','$p','$name',round(100*v['accuracy_pruned'],1),round(100*v['accuracy_dense'],1),'%.1fs'%$secs)"
+    done
+  done
+done
+done
