@@ -332,29 +332,7 @@ impl Objective {
         tape: &Tape<S>,
         u: &[ArrayD<S>],
     ) -> Result<Vec<ArrayD<S>>> {
-        let vals = self.values();
-        if u.len() != vals.len() {
-            return Err(Error::Usage(format!(
-                "{} directions for an objective of {} terms",
-                u.len(),
-                vals.len()
-            )));
-        }
-        match self {
-            Objective::Sum(terms) => {
-                let mut out = Vec::with_capacity(u.len());
-                let mut at = 0;
-                for t in terms {
-                    let k = t.values().len();
-                    out.extend(t.output_hessian(g, tape, &u[at..at + k])?);
-                    at += k;
-                }
-                Ok(out)
-            }
-            _ => Ok(vec![
-                self.output_hessian_term(g, vals[0], tape, &u[0], false)?,
-            ]),
-        }
+        self.output_factor(g, tape, u, false)
     }
 
     /// A square root L of the output Hessian (Λ = L·Lᵀ) applied to `u`: with u Rademacher,
@@ -365,6 +343,17 @@ impl Objective {
         g: &Graph,
         tape: &Tape<S>,
         u: &[ArrayD<S>],
+    ) -> Result<Vec<ArrayD<S>>> {
+        self.output_factor(g, tape, u, true)
+    }
+
+    /// Λ·u, or L·u with `sqrt`, term by term.
+    fn output_factor<S: Real>(
+        &self,
+        g: &Graph,
+        tape: &Tape<S>,
+        u: &[ArrayD<S>],
+        sqrt: bool,
     ) -> Result<Vec<ArrayD<S>>> {
         let vals = self.values();
         if u.len() != vals.len() {
@@ -380,13 +369,13 @@ impl Objective {
                 let mut at = 0;
                 for t in terms {
                     let k = t.values().len();
-                    out.extend(t.output_hessian_sqrt(g, tape, &u[at..at + k])?);
+                    out.extend(t.output_factor(g, tape, &u[at..at + k], sqrt)?);
                     at += k;
                 }
                 Ok(out)
             }
             _ => Ok(vec![
-                self.output_hessian_term(g, vals[0], tape, &u[0], true)?,
+                self.output_hessian_term(g, vals[0], tape, &u[0], sqrt)?,
             ]),
         }
     }

@@ -373,20 +373,7 @@ pub fn run(a: PruneArgs, threads: usize) -> Result<()> {
     if a.round_to == 0 {
         bail!("--round-to must be at least 1");
     }
-    if let Some(x) = a.max_drop
-        && !(0.0..=1.0).contains(&x)
-    {
-        bail!("--max-drop {x} must be a fraction in [0, 1]");
-    }
-    if same_file(&input, &output) {
-        bail!(
-            "the output {} is the input: choose another path",
-            output.display()
-        );
-    }
-    if output.exists() && !a.force {
-        bail!("{} exists: give --force to overwrite it", output.display());
-    }
+    check_output(&a, &input, &output)?;
     let m = super::super::load(&input)?;
     m.graph.check_supported()?;
     let data = data(&m, &a)?;
@@ -427,27 +414,56 @@ pub fn run(a: PruneArgs, threads: usize) -> Result<()> {
     let mut bars = progress_bars();
     let out = prune::structured::run(&m, &data, &opts, &mut bars)?;
     print!("{}", out.report.render(&output.display().to_string()));
-    if let Some(p) = &a.report {
-        onnx_prune::onnx::io::write_atomic(
-            p,
-            serde_json::to_string_pretty(&out.report)?.as_bytes(),
-        )
-        .with_context(|| format!("writing the report {}", p.display()))?;
-    }
-    if let Some(p) = &a.plan_out {
-        onnx_prune::onnx::io::write_atomic(p, serde_json::to_string_pretty(&out.plan)?.as_bytes())
-            .with_context(|| format!("writing the plan {}", p.display()))?;
-    }
+    write_json(&a.report, "report", &out.report)?;
+    write_json(&a.plan_out, "plan", &out.plan)?;
     if let Some(why) = &out.report.refused {
         return Err(Rejected(format!("{why}: {} not written", output.display())).into());
     }
+    gate_and_save(&a, &out.report.validation, &m, &out.model, &output)
+}
+
+/// The checks on --max-drop and the output path every pass makes before any work.
+fn check_output(a: &PruneArgs, input: &Path, output: &Path) -> Result<()> {
     if let Some(x) = a.max_drop
-        && out.report.validation.drop > x
+        && !(0.0..=1.0).contains(&x)
+    {
+        bail!("--max-drop {x} must be a fraction in [0, 1]");
+    }
+    if same_file(input, output) {
+        bail!(
+            "the output {} is the input: choose another path",
+            output.display()
+        );
+    }
+    if output.exists() && !a.force {
+        bail!("{} exists: give --force to overwrite it", output.display());
+    }
+    Ok(())
+}
+
+fn write_json(path: &Option<PathBuf>, what: &str, v: &impl serde::Serialize) -> Result<()> {
+    if let Some(p) = path {
+        onnx_prune::onnx::io::write_atomic(p, serde_json::to_string_pretty(v)?.as_bytes())
+            .with_context(|| format!("writing the {what} {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// Refuses (exit 2) past --max-drop, else writes the model (atomically, external data kept).
+fn gate_and_save(
+    a: &PruneArgs,
+    v: &onnx_prune::validate::gate::Validation,
+    m: &Model,
+    model: &onnx_prune::onnx::ModelProto,
+    output: &Path,
+) -> Result<()> {
+    if let Some(x) = a.max_drop
+        && v.drop > x
     {
         return Err(Rejected(format!(
             "{} {:.4} exceeds --max-drop {x}: {} not written",
-            out.report.validation.drop_metric,
-            out.report.validation.drop,
+            v.drop_metric,
+            v.drop,
             output.display()
         ))
         .into());
@@ -456,7 +472,7 @@ pub fn run(a: PruneArgs, threads: usize) -> Result<()> {
         external: m.source.external.keys().cloned().collect(),
         ..Default::default()
     };
-    onnx_prune::onnx::save_model(&out.model, &output, &save)?;
+    onnx_prune::onnx::save_model(model, output, &save)?;
     Ok(())
 }
 
@@ -505,20 +521,7 @@ fn run_sparse(a: PruneArgs, threads: usize, input: PathBuf, output: PathBuf) -> 
         }
         (None, None) => unreachable!("checked by the caller"),
     };
-    if let Some(x) = a.max_drop
-        && !(0.0..=1.0).contains(&x)
-    {
-        bail!("--max-drop {x} must be a fraction in [0, 1]");
-    }
-    if same_file(&input, &output) {
-        bail!(
-            "the output {} is the input: choose another path",
-            output.display()
-        );
-    }
-    if output.exists() && !a.force {
-        bail!("{} exists: give --force to overwrite it", output.display());
-    }
+    check_output(&a, &input, &output)?;
     let m = super::super::load(&input)?;
     m.graph.check_supported()?;
     let data = data(&m, &a)?;
@@ -556,28 +559,6 @@ fn run_sparse(a: PruneArgs, threads: usize, input: PathBuf, output: PathBuf) -> 
     let mut bars = progress_bars();
     let out = onnx_prune::sparse::run(&m, &data, &opts, &mut bars)?;
     print!("{}", out.report.render(&output.display().to_string()));
-    if let Some(p) = &a.report {
-        onnx_prune::onnx::io::write_atomic(
-            p,
-            serde_json::to_string_pretty(&out.report)?.as_bytes(),
-        )
-        .with_context(|| format!("writing the report {}", p.display()))?;
-    }
-    if let Some(x) = a.max_drop
-        && out.report.validation.drop > x
-    {
-        return Err(Rejected(format!(
-            "{} {:.4} exceeds --max-drop {x}: {} not written",
-            out.report.validation.drop_metric,
-            out.report.validation.drop,
-            output.display()
-        ))
-        .into());
-    }
-    let save = onnx_prune::onnx::SaveOptions {
-        external: m.source.external.keys().cloned().collect(),
-        ..Default::default()
-    };
-    onnx_prune::onnx::save_model(&out.model, &output, &save)?;
-    Ok(())
+    write_json(&a.report, "report", &out.report)?;
+    gate_and_save(&a, &out.report.validation, &m, &out.model, &output)
 }

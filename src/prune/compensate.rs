@@ -225,6 +225,16 @@ pub(crate) struct Network<'g> {
 }
 
 impl<'g> Network<'g> {
+    /// `sub` (a graph or sub-graph of `g`) with this network's replaced weights.
+    pub(crate) fn apply_to(&self, mut sub: Graph) -> Graph {
+        for (id, t) in &self.weights {
+            if let Some(w) = sub.weights.get_mut(id) {
+                w.tensor = t.clone();
+            }
+        }
+        sub
+    }
+
     pub(crate) fn get(&self, id: ValueId) -> Tensor<f32> {
         self.weights
             .get(&id)
@@ -560,12 +570,7 @@ pub fn compensate(
     // The sequential pass: each step sees the network as the previous steps left it.
     for (k, (node, s)) in steps.iter().enumerate() {
         let x = g.nodes[*node].inputs[0].expect("input");
-        let mut prefix = g.subgraph(&[], &[x])?;
-        for (id, t) in &net.weights {
-            if let Some(w) = prefix.weights.get_mut(id) {
-                w.tensor = t.clone();
-            }
-        }
+        let prefix = net.apply_to(g.subgraph(&[], &[x])?);
         let e = Engine::<f32>::new(&prefix)?;
         match (s, &dense_side[k]) {
             (Step::Refit(c), DenseSide::Outputs(ys)) => {

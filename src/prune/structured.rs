@@ -668,6 +668,11 @@ fn add_metadata(m: &mut ModelProto, o: &StructuredOptions, edit: &Edit, a: &Anal
         "units_removed": removed,
         "units_prunable": a.prunable_units(),
     });
+    stamp(m, &v);
+}
+
+/// Records what onnx-prune did in the model's `onnx-prune` metadata entry (replacing any).
+pub(crate) fn stamp(m: &mut ModelProto, v: &serde_json::Value) {
     m.metadata_props.retain(|e| e.key() != "onnx-prune");
     m.metadata_props.push(StringStringEntryProto {
         key: Some("onnx-prune".into()),

@@ -23,6 +23,15 @@ pub struct Stats {
     pub samples: usize,
 }
 
+/// The layer's input on batch `f`: the only output of a prefix sub-graph.
+fn layer_input(e: &Engine<f32>, f: &Feeds<f32>) -> Result<ndarray::ArrayD<f32>> {
+    e.run(f.clone())?
+        .remove(0)
+        .as_float()
+        .map(|a| a.to_owned())
+        .ok_or_else(|| Error::Runtime("a layer input is not float".into()))
+}
+
 /// Per-group statistics of a grouped conv: group g's output rows read only its own input
 /// channels, so each group is an ungrouped conv on its slice of the input.
 pub(crate) fn gather_grouped(
@@ -62,15 +71,8 @@ pub(crate) fn gather_grouped(
             samples: 0,
         })
         .collect();
-    let float = |e: &Engine<f32>, f: &Feeds<f32>| -> Result<ndarray::ArrayD<f32>> {
-        e.run(f.clone())?
-            .remove(0)
-            .as_float()
-            .map(|a| a.to_owned())
-            .ok_or_else(|| Error::Runtime("a layer input is not float".into()))
-    };
     for f in batches {
-        let (xp, xd) = (float(current, f)?, float(dense, f)?);
+        let (xp, xd) = (layer_input(current, f)?, layer_input(dense, f)?);
         for (gi, st) in out.iter_mut().enumerate() {
             let sl = |x: &ndarray::ArrayD<f32>| {
                 x.slice_axis(
@@ -121,15 +123,8 @@ impl Stats {
         let mut gram = vec![0.0f64; k * k];
         let mut cross = vec![0.0f64; rows * k];
         let (mut tnorm, mut samples) = (0.0, 0usize);
-        let float = |e: &Engine<f32>, f: &Feeds<f32>| -> Result<ndarray::ArrayD<f32>> {
-            e.run(f.clone())?
-                .remove(0)
-                .as_float()
-                .map(|a| a.to_owned())
-                .ok_or_else(|| Error::Runtime("a layer input is not float".into()))
-        };
         for f in batches {
-            let (xp, xd) = (float(current, f)?, float(dense, f)?);
+            let (xp, xd) = (layer_input(current, f)?, layer_input(dense, f)?);
             let (cp, kp, np) = columns(&layer.op, &xp, &layer.w_shape, budget)?;
             let (cd, _, nd) = columns(&layer.op, &xd, &layer.w_shape, budget)?;
             if kp != k || np != nd {

@@ -15,7 +15,6 @@ use crate::autodiff::curvature::{batch_size, slice_feeds};
 use crate::error::{Error, Result};
 use crate::interp::{Engine, Feeds};
 use crate::ir::{Model, Op, ValueId};
-use crate::onnx::proto::StringStringEntryProto;
 use crate::onnx::{ModelProto, NodeProto};
 use crate::prune::Data;
 use crate::prune::compensate::{Layer, Network, moments, recalibrate_bn, stats_of};
@@ -216,6 +215,11 @@ fn optimal_update(
     Ok((w, r, false))
 }
 
+/// A keep-mask as 1.0 / 0.0 in rows layout.
+fn ones(keep: &[bool]) -> Vec<f64> {
+    keep.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect()
+}
+
 fn check(o: &UnstructuredOptions) -> Result<()> {
     match o.pattern {
         Pattern::Sparsity(s) if !(0.0..1.0).contains(&s) => {
@@ -291,11 +295,8 @@ pub fn run(
                 )));
             }
             let shape = g.weights[&t.weight].tensor.shape();
-            let ones = ndarray::ArrayD::from_shape_vec(
-                ndarray::IxDyn(shape),
-                m.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect(),
-            )
-            .expect("sized");
+            let ones =
+                ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), ones(m)).expect("sized");
             v.push(
                 saliency::to_rows(t, &ones)
                     .iter()
@@ -378,12 +379,7 @@ pub fn run(
         // Statistics per part: the whole layer, or each group of a grouped conv (rows in
         // consecutive blocks).
         let parts: Vec<layerwise::Stats> = {
-            let mut prefix = g.subgraph(&[], &[x])?;
-            for (id, w) in &net.weights {
-                if let Some(pw) = prefix.weights.get_mut(id) {
-                    pw.tensor = w.clone();
-                }
-            }
+            let prefix = net.apply_to(g.subgraph(&[], &[x])?);
             let dense_prefix = g.subgraph(&[], &[x])?;
             let (cur, dense) = (
                 Engine::<f32>::new(&prefix)?,
@@ -486,20 +482,8 @@ pub fn run(
                 let w0 = optimal(&mut retries, &mut note)?;
                 let shape = g.weights[&t.weight].tensor.shape().to_vec();
                 let start = saliency::from_rows(t, &shape, &w0);
-                let km = saliency::from_rows(
-                    t,
-                    &shape,
-                    &keep
-                        .iter()
-                        .map(|&k| if k { 1.0 } else { 0.0 })
-                        .collect::<Vec<_>>(),
-                );
-                let mut cur_graph = g.clone();
-                for (id, w) in &net.weights {
-                    if let Some(pw) = cur_graph.weights.get_mut(id) {
-                        pw.tensor = w.clone();
-                    }
-                }
+                let km = saliency::from_rows(t, &shape, &ones(&keep));
+                let cur_graph = net.apply_to(g.clone());
                 let so = snows::SnowsOptions {
                     micro_batch: mb,
                     ..o.snows
@@ -535,14 +519,7 @@ pub fn run(
             Tensor::float(g.weights[&t.weight].tensor.dtype, arr),
         );
         masks_out.push((t.weight_name.clone(), shape.clone(), {
-            let k = saliency::from_rows(
-                t,
-                &shape,
-                &keep
-                    .iter()
-                    .map(|&k| if k { 1.0 } else { 0.0 })
-                    .collect::<Vec<_>>(),
-            );
+            let k = saliency::from_rows(t, &shape, &ones(&keep));
             k.iter().map(|v| *v != 0.0).collect()
         }));
         rows_out.push(LayerRow {
@@ -580,12 +557,7 @@ pub fn run(
             let Some(x) = nd.inputs[0] else { continue };
             let dense_prefix = g.subgraph(&[], &[x])?;
             let dense = Engine::<f32>::new(&dense_prefix)?;
-            let mut prefix = g.subgraph(&[], &[x])?;
-            for (id, w) in &net.weights {
-                if let Some(pw) = prefix.weights.get_mut(id) {
-                    pw.tensor = w.clone();
-                }
-            }
+            let prefix = net.apply_to(g.subgraph(&[], &[x])?);
             let cur = Engine::<f32>::new(&prefix)?;
             let (mut dp, mut cp) = (Vec::new(), Vec::new());
             for f in &only_inputs(&prefix, &batches) {
@@ -630,11 +602,7 @@ pub fn run(
         "method": o.method.to_string(),
         "sparsity": achieved,
     });
-    m.metadata_props.retain(|e| e.key() != "onnx-prune");
-    m.metadata_props.push(StringStringEntryProto {
-        key: Some("onnx-prune".into()),
-        value: Some(meta.to_string()),
-    });
+    crate::prune::structured::stamp(&mut m, &meta);
     let bytes = m.encode_to_vec();
     let (mut float_params, mut float_zeros) = (0usize, 0usize);
     for (id, w) in &g.weights {
