@@ -72,12 +72,23 @@ fn main() {
             source: calib.display().to_string(),
             synthetic: false,
         };
-        let opts = StructuredOptions {
-            criterion: prune::Criterion::Magnitude,
-            implant_ratio: None,
+        let mut opts = StructuredOptions {
             latency_runs: 0,
             ..Default::default()
         };
+        if std::env::var("BENCH_CRITERION").as_deref() == Ok("magnitude") {
+            opts.criterion = prune::Criterion::Magnitude;
+            opts.implant_ratio = None;
+        }
+        if let Some(r) = std::env::var("BENCH_ROUND")
+            .ok()
+            .and_then(|r| r.parse().ok())
+        {
+            opts.round_to = r;
+        }
+        if std::env::var("BENCH_TARGET").as_deref() == Ok("flops") {
+            opts.target = prune::Target::Flops;
+        }
         let out = prune::structured::run(&m, &data, &opts, &mut |_, _, _| {}).unwrap();
         let dense = m.source.proto.encode_to_vec();
         for batch in [1usize, 32] {
@@ -95,8 +106,10 @@ fn main() {
                 median_ns(&group, &format!("pruned/{n}")),
             ) {
                 rows.push(format!(
-                    "| {name} | {n} | {:.1}% | {:.3} | {:.3} | {:.2} |",
+                    "| {name} | {n} | {:.1}% | {:.1}% | {:.3} | {:.3} | {:.2} |",
                     100.0 * out.report.params_removed / out.report.before.params as f64,
+                    100.0 * out.report.flops_removed.unwrap_or(0.0)
+                        / out.report.before.flops.unwrap_or(1).max(1) as f64,
                     d / 1e6,
                     p / 1e6,
                     p / d
@@ -104,8 +117,10 @@ fn main() {
             }
         }
     }
-    println!("\n| model | batch | params removed | dense (ms) | pruned (ms) | pruned / dense |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "\n| model | batch | params removed | FLOPs removed | dense (ms) | pruned (ms) | pruned / dense |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
     }

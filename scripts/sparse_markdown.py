@@ -1,10 +1,11 @@
 """Renders target/sparse-quality/*.json (scripts/sparse_quality.sh) as the README's table:
-held-out top-1 per model × row (MP, MP+, obs, snows on magnitude / obs masks) × pattern."""
+held-out top-1 per model × row (MP, MP+, obs, woodfisher, snows on magnitude / obs /
+woodfisher masks) × pattern."""
 import glob
 import json
 import os
 
-rows = ["mp", "mp+", "obs", "snows-mag", "snows-obs"]
+rows = ["mp", "mp+", "obs", "wf", "snows-mag", "snows-obs", "snows-wf"]
 pats = ["0.5", "0.7", "0.8", "0.9", "2of4"]
 res, dense = {}, {}
 for f in glob.glob("target/sparse-quality/*.json"):
@@ -14,7 +15,7 @@ for f in glob.glob("target/sparse-quality/*.json"):
     v = r["validation"]
     res[(m, p, row)] = 100 * v["accuracy_pruned"]
     dense[m] = 100 * v["accuracy_dense"]
-for m in ["resnet", "mobilenet", "vit", "mlp"]:
+for m in ["resnet", "mobilenet", "vit", "mlp", "mlpnet"]:
     if m not in dense:
         continue
     print(f"\n**{m}** (dense {dense[m]:.1f} %)\n")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The unstructured / N:M quality table: one-shot held-out top-1 of the MNIST fixtures at
 # 50/70/80/90 % and 2:4 for MP (magnitude, no update), MP+ (magnitude + layer-wise optimal
-# update), obs (OBS mask + update) and snows on the magnitude and obs masks.
+# update), obs (OBS mask + update), woodfisher (mask + update) and snows on the magnitude, obs
+# and woodfisher masks. ROWS="wf:woodfisher:woodfisher …" runs only the rows given.
 # Writes target/sparse-quality/<model>-<pattern>-<row>.json and prints one line per run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,8 +11,8 @@ out=target/sparse-quality
 mkdir -p "$out"
 data="--calib fixtures/mnist_calib.npz --labels fixtures/mnist_calib_labels.npy --eval fixtures/mnist_heldout.npz --eval-labels fixtures/mnist_heldout_labels.npy --latency-runs 0 --force"
 # The layer-wise rows first (seconds each), then SNOWS (a minute each on the CNN fixtures).
-for rows in "mp:magnitude:none mp+:magnitude:obs obs:obs:obs" "snows-mag:magnitude:snows snows-obs:obs:snows"; do
-for m in ${MODELS:-resnet mobilenet vit mlp}; do
+for rows in ${ROWS:-"mp:magnitude:none mp+:magnitude:obs obs:obs:obs wf:woodfisher:woodfisher" "snows-mag:magnitude:snows snows-obs:obs:snows snows-wf:woodfisher:snows"}; do
+for m in ${MODELS:-resnet mobilenet vit mlp mlpnet}; do
   for p in 0.5 0.7 0.8 0.9 2:4; do
     if [ "$p" = "2:4" ]; then pat="--nm 2:4"; else pat="--unstructured $p"; fi
     for row in $rows; do

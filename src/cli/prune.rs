@@ -177,6 +177,20 @@ pub struct PruneArgs {
     /// Layer-wise methods: relative damping of the layer Hessians.
     #[arg(long, default_value_t = 0.01)]
     pub damp: f64,
+    /// WoodFisher: per-sample gradients of the empirical Fisher (one calibration sample each).
+    #[arg(long, default_value_t = 128)]
+    pub fisher_samples: usize,
+    /// WoodFisher: weights per block of the block-diagonal Fisher (0: the whole layer; the
+    /// inverse goes through the samples' Gram matrix, so a whole layer costs no more).
+    #[arg(long, default_value_t = 0)]
+    pub fisher_block: usize,
+    /// WoodFisher: absolute damping λ of F = λI + (1/m)·Σ ggᵀ (the paper's 1e-5).
+    #[arg(long, default_value_t = 1e-5)]
+    pub fisher_damp: f64,
+    /// WoodFisher: the exact OBS update for all pruned weights of a block at once (joint) or
+    /// the paper's sum of single-weight updates (summed).
+    #[arg(long, value_enum, default_value_t = onnx_prune::sparse::woodfisher::Update::Joint)]
+    pub fisher_update: onnx_prune::sparse::woodfisher::Update,
     /// Unstructured: also prune the first and last weight layers.
     #[arg(long)]
     pub no_skip_first_last: bool,
@@ -544,6 +558,12 @@ fn run_sparse(a: PruneArgs, threads: usize, input: PathBuf, output: PathBuf) -> 
             cg_iters: a.cg_iters.max(1),
             curvature: a.curvature,
             ..Default::default()
+        },
+        fisher: onnx_prune::sparse::woodfisher::FisherOptions {
+            samples: a.fisher_samples.max(1),
+            block: a.fisher_block,
+            damp: a.fisher_damp,
+            update: a.fisher_update,
         },
         samples: a.compensation_samples.max(1),
         bn_recalibrate: !a.no_bn_recalibrate,

@@ -220,6 +220,18 @@ pub fn fisher(
     micro_batch: usize,
     on_batch: &mut dyn FnMut(usize, usize),
 ) -> Result<Scores> {
+    let obj = sampled_label_objective(g, feeds, seed)?;
+    super::criteria::taylor(g, a, feeds, &obj, micro_batch, on_batch)
+}
+
+/// Cross-entropy against labels drawn from the model's own predictive distribution (its
+/// gradients' outer products average to the model's Fisher); models whose first float output
+/// is not [N, classes] get the Taylor objective instead.
+pub(crate) fn sampled_label_objective(
+    g: &Graph,
+    feeds: &Feeds<f32>,
+    seed: u64,
+) -> Result<Objective> {
     let y = Engine::<f32>::new(g)?.run(feeds.clone())?;
     let (out, y0) = super::criteria::first_float_output(g, &y)?;
     let mut rng = crate::autodiff::rng::SplitMix64::new(seed ^ 0x00f1_5ee0);
@@ -259,7 +271,7 @@ pub fn fisher(
     } else {
         super::criteria::taylor_objective(g, feeds, None, seed)?.0
     };
-    super::criteria::taylor(g, a, feeds, &obj, micro_batch, on_batch)
+    Ok(obj)
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -508,8 +508,8 @@ pub fn run(
         && l.ratio > 0.95
     {
         warnings.push(format!(
-            "onnxruntime latency changed by only {:.0}% ({:.3} → {:.3} ms at batch {}): the removed structures were not where the time goes",
-            100.0 * (1.0 - l.ratio),
+            "onnxruntime latency is {:.2}× the dense model's ({:.3} → {:.3} ms at batch {}): the removed structures were not where the time goes (--target flops aims at FLOPs; conv channel counts that are multiples of the CPU's vector block, e.g. --round-to 16 on AVX-512, avoid padding)",
+            l.ratio,
             l.dense_ms,
             l.pruned_ms,
             l.batch

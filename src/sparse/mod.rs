@@ -10,6 +10,7 @@ pub mod layerwise;
 pub mod mask;
 pub mod saliency;
 pub mod snows;
+pub mod woodfisher;
 
 use crate::autodiff::curvature::{batch_size, slice_feeds};
 use crate::error::{Error, Result};
@@ -41,6 +42,9 @@ pub enum Method {
     Obs,
     /// SNOWS: Hessian-free Newton on the next K operations' outputs, from the LS warm start.
     Snows,
+    /// WoodFisher: the OBS update with the empirical Fisher of per-sample gradients at the
+    /// dense weights (`--fisher-update joint|summed`), all layers from one set of gradients.
+    Woodfisher,
 }
 
 impl std::fmt::Display for Method {
@@ -65,6 +69,7 @@ pub struct UnstructuredOptions {
     /// Relative damping of the layer Hessians (λ = damp · mean diagonal).
     pub damp: f64,
     pub snows: snows::SnowsOptions,
+    pub fisher: woodfisher::FisherOptions,
     /// Calibration samples for the layer-wise statistics and SNOWS.
     pub samples: usize,
     /// Input vectors per layer Hessian at most (spread over the samples).
@@ -97,6 +102,7 @@ impl Default for UnstructuredOptions {
             },
             damp: 0.01,
             snows: Default::default(),
+            fisher: Default::default(),
             samples: 128,
             max_columns: 32768,
             bn_recalibrate: true,
@@ -242,6 +248,12 @@ fn check(o: &UnstructuredOptions) -> Result<()> {
     if !(o.damp.is_finite() && o.damp >= 0.0) {
         return Err(Error::Usage(format!("--damp {} must be ≥ 0", o.damp)));
     }
+    if !(o.fisher.damp.is_finite() && o.fisher.damp > 0.0) {
+        return Err(Error::Usage(format!(
+            "--fisher-damp {} must be > 0",
+            o.fisher.damp
+        )));
+    }
     Ok(())
 }
 
@@ -275,8 +287,41 @@ pub fn run(
     let n = n_all.min(o.samples.max(1));
     let calib = crate::calib::head(&data.calib, n)?;
 
-    // Masks fixed before the pass (every kind but obs, or read from a pruned model).
+    // WoodFisher's per-sample gradients, at the dense weights, once for every layer.
     let mut objective = None;
+    let fisher_grads = if o.mask == MaskKind::Woodfisher || o.method == Method::Woodfisher {
+        let f = crate::calib::head(&data.calib, o.fisher.samples.max(1))?;
+        let fm = batch_size(&f)?;
+        let (obj, name) = match &data.calib_labels {
+            Some(l) => {
+                let y = Engine::<f32>::new(g)?.run(f.clone())?;
+                let (value, y0) = crate::prune::criteria::first_float_output(g, &y)?;
+                (
+                    crate::autodiff::Objective::CrossEntropy {
+                        value,
+                        labels: l[..fm.min(l.len())].to_vec(),
+                        kind: crate::autodiff::OutputKind::detect(&y0),
+                    },
+                    "cross-entropy with the labels (empirical Fisher)",
+                )
+            }
+            None => (
+                crate::prune::second_order::sampled_label_objective(g, &f, o.seed)?,
+                "cross-entropy with labels sampled from the model (its Fisher)",
+            ),
+        };
+        objective = Some(format!("WoodFisher: {name}, {fm} per-sample gradients"));
+        Some(woodfisher::gradients(
+            g,
+            &targets,
+            &f,
+            &obj,
+            &mut |d, t| progress("gradients", d, t),
+        )?)
+    } else {
+        None
+    };
+    // Masks fixed before the pass (every kind but obs, or read from a pruned model).
     let upfront: Option<Vec<Vec<bool>>> = if let Some(from) = &o.mask_from {
         let mut v = Vec::new();
         for t in &targets {
@@ -307,6 +352,31 @@ pub fn run(
         Some(v)
     } else if o.mask == MaskKind::Obs {
         None
+    } else if o.mask == MaskKind::Woodfisher {
+        let grads = fisher_grads
+            .as_ref()
+            .expect("gathered for the woodfisher mask");
+        let mut sal = Vec::with_capacity(targets.len());
+        for (t, lg) in targets.iter().zip(grads) {
+            let w = saliency::to_rows(
+                t,
+                &g.weights[&t.weight]
+                    .tensor
+                    .as_float()
+                    .expect("float weight")
+                    .mapv(|v| v as f64),
+            );
+            sal.push(
+                woodfisher::saliency(lg, &w, &o.fisher).map_err(|e| Error::graph(&t.name, e))?,
+            );
+        }
+        Some(mask::select(
+            &sal,
+            &targets,
+            o.pattern,
+            alloc,
+            o.max_layer_sparsity,
+        ))
     } else {
         let (sal_feeds, obj) = if matches!(o.mask, MaskKind::FisherDiag | MaskKind::HutchinsonDiag)
         {
@@ -477,6 +547,13 @@ pub fn run(
         };
         let new_rows: Vec<f64> = match method {
             Method::None => masked.clone(),
+            Method::Woodfisher => {
+                let grads = fisher_grads
+                    .as_ref()
+                    .expect("gathered for the woodfisher update");
+                woodfisher::update(&grads[li], &w_dense, &keep, &o.fisher)
+                    .map_err(|e| Error::graph(&t.name, e))?
+            }
             Method::Obs => optimal(&mut retries, &mut note)?,
             Method::Snows => {
                 let w0 = optimal(&mut retries, &mut note)?;

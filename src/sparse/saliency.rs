@@ -20,6 +20,9 @@ pub enum MaskKind {
     /// Layer-wise OBS saliency w²/[H⁻¹]_qq on the layer Hessian XᵀX, chosen as the OBS pass
     /// goes (SparseGPT-style; uniform per layer or N:M).
     Obs,
+    /// WoodFisher: w²/(2[F⁻¹]_qq) with the empirical Fisher of per-sample gradients
+    /// (`--fisher-samples`, `--fisher-block`, `--fisher-damp`).
+    Woodfisher,
     /// ½·F_ii·w_i² with the Fisher diagonal.
     FisherDiag,
     /// ½·|H_ii|·w_i² with the Hutchinson estimate of the Hessian diagonal.
@@ -81,7 +84,7 @@ pub fn saliencies(
         })
         .collect();
     let diag: Option<Vec<ArrayD<f64>>> = match kind {
-        MaskKind::Magnitude | MaskKind::Obs => None,
+        MaskKind::Magnitude | MaskKind::Obs | MaskKind::Woodfisher => None,
         MaskKind::FisherDiag | MaskKind::HutchinsonDiag => {
             let wrt: Vec<usize> = targets.iter().map(|t| t.weight).collect();
             let mut cur = Curvature::<f32>::new(g, micro_batch)?;
