@@ -38,6 +38,8 @@ pub struct Summary {
     pub params: usize,
     pub file_bytes: usize,
     pub unsupported: Vec<String>,
+    /// Weights with NaN/Inf values (no pass accepts them).
+    pub non_finite: Vec<String>,
     /// Input shapes the FLOPs were counted at.
     pub probe_shapes: BTreeMap<String, Vec<usize>>,
     pub flops: Option<u64>,
@@ -219,6 +221,11 @@ pub fn summarize(model: &Model, overrides: &HashMap<String, Vec<usize>>) -> Summ
         Ok(()) => Vec::new(),
         Err(e) => vec![e.to_string()],
     };
+    let non_finite = g
+        .non_finite_weights()
+        .iter()
+        .map(|(n, a, b)| crate::ir::graph::non_finite_note(n, *a, *b))
+        .collect();
     let mut s = Summary {
         model: model.source.path.display().to_string(),
         producer: format!("{} {}", p.producer_name(), p.producer_version())
@@ -233,6 +240,7 @@ pub fn summarize(model: &Model, overrides: &HashMap<String, Vec<usize>>) -> Summ
         params,
         file_bytes: model.source.file_len,
         unsupported,
+        non_finite,
         probe_shapes: BTreeMap::new(),
         flops: None,
         flops_note: None,
@@ -358,6 +366,9 @@ impl Summary {
                 let _ = writeln!(o, "FLOPs     not counted: {n}");
             }
             _ => {}
+        }
+        for w in &self.non_finite {
+            let _ = writeln!(o, "weights   non-finite values in {w}: no pass accepts this model");
         }
         if self.unsupported.is_empty() {
             let _ = writeln!(o, "support   every op is supported by the interpreter");

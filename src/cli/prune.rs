@@ -390,6 +390,7 @@ pub fn run(a: PruneArgs, threads: usize) -> Result<()> {
     check_output(&a, &input, &output)?;
     let m = super::super::load(&input)?;
     m.graph.check_supported()?;
+    m.graph.check_finite()?;
     let data = data(&m, &a)?;
     let plan_in = a.plan_in.as_ref().map(|p| Plan::read(p)).transpose()?;
     let opts = StructuredOptions {
@@ -538,6 +539,7 @@ fn run_sparse(a: PruneArgs, threads: usize, input: PathBuf, output: PathBuf) -> 
     check_output(&a, &input, &output)?;
     let m = super::super::load(&input)?;
     m.graph.check_supported()?;
+    m.graph.check_finite()?;
     let data = data(&m, &a)?;
     let mask_from = a.mask_from.as_ref().map(|p| masks_from(p)).transpose()?;
     let opts = UnstructuredOptions {

@@ -158,6 +158,36 @@ impl Graph {
         Err(Error::Unsupported(list.join(", ")))
     }
 
+    /// Weights holding NaN or ±Inf: `(name, NaN count, Inf count)`. No pass can score or refit
+    /// such a model, and onnxruntime would propagate the values silently.
+    pub fn non_finite_weights(&self) -> Vec<(String, usize, usize)> {
+        let mut out: Vec<(String, usize, usize)> = self
+            .weights
+            .iter()
+            .filter_map(|(&id, w)| {
+                let a = w.tensor.as_float()?;
+                let nan = a.iter().filter(|v| v.is_nan()).count();
+                let inf = a.iter().filter(|v| v.is_infinite()).count();
+                (nan + inf > 0).then(|| (self.name(id).to_string(), nan, inf))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// One error naming every weight with NaN/Inf values, or Ok.
+    pub fn check_finite(&self) -> Result<()> {
+        let bad = self.non_finite_weights();
+        let Some((first, ..)) = bad.first() else {
+            return Ok(());
+        };
+        let list: Vec<String> = bad.iter().map(|(n, a, b)| non_finite_note(n, *a, *b)).collect();
+        Err(Error::graph(
+            format!("weight {first:?}"),
+            format!("non-finite values: {}", list.join(", ")),
+        ))
+    }
+
     /// Builds the graph of a loaded model.
     pub fn build(model: &ModelProto, path: &Path) -> Result<Graph> {
         let g = model
@@ -403,4 +433,16 @@ impl Model {
         g.node = self.graph.nodes.iter().map(|n| n.proto.clone()).collect();
         m
     }
+}
+
+/// "name: 2 NaN, 1 Inf".
+pub fn non_finite_note(name: &str, nan: usize, inf: usize) -> String {
+    let mut parts = Vec::new();
+    if nan > 0 {
+        parts.push(format!("{nan} NaN"));
+    }
+    if inf > 0 {
+        parts.push(format!("{inf} Inf"));
+    }
+    format!("{name}: {}", parts.join(", "))
 }

@@ -163,6 +163,27 @@ pub fn inline_external(
             ));
             return;
         }
+        // Without a declared length the shape says how much the file must hold.
+        let dtype = crate::tensor::DType::from_onnx(t.data_type.unwrap_or(0));
+        let needed = crate::tensor::proto::element_count(&t.dims)
+            .ok()
+            .and_then(|n| n.checked_mul(dtype.size()))
+            .filter(|&n| n > 0 && dtype.size() > 0);
+        if let Some(needed) = needed
+            && (len as usize) < needed
+        {
+            err = Some(Error::bad_model(
+                model_path,
+                format!(
+                    "tensor {name:?}: external data {} holds {len} bytes from offset {}, \
+                     but its shape {:?} needs {needed}",
+                    file_path.display(),
+                    r.offset,
+                    t.dims
+                ),
+            ));
+            return;
+        }
         t.raw_data = Some(blob.slice(r.offset as usize, len as usize));
         t.external_data.clear();
         t.data_location = None;

@@ -203,6 +203,7 @@ pub fn run(
     }
     let g = &model.graph;
     g.check_supported()?;
+    g.check_finite()?;
     let mut seconds = BTreeMap::new();
     let mut warnings = Vec::new();
     if data.synthetic {

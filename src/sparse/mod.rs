@@ -265,6 +265,8 @@ pub fn run(
 ) -> Result<Outcome> {
     check(o)?;
     let g = &model.graph;
+    g.check_supported()?;
+    g.check_finite()?;
     let mut seconds = BTreeMap::new();
     let mut warnings = Vec::new();
     let t0 = std::time::Instant::now();

@@ -3,7 +3,7 @@
 
 mod dtype;
 mod dual;
-mod proto;
+pub(crate) mod proto;
 mod real;
 
 pub use dtype::{DType, Storage};

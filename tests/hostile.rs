@@ -1,0 +1,349 @@
+//! Hostile and broken input, one generated model (or data file, or flag) per case: each must give
+//! exactly one `error:` line naming the file, node or tensor, exit code 1, no panic, and no
+//! output file, both for `inspect` (loader + IR builder) and for a pruning run.
+
+mod common;
+
+use onnx_prune::onnx::proto::{
+    ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
+};
+use prost::Message;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_onnx-prune"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("onnx-prune-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn base() -> ModelProto {
+    let bytes = std::fs::read(common::fixtures().join("mlp.onnx")).unwrap();
+    ModelProto::decode(bytes.as_slice()).unwrap()
+}
+
+fn save(name: &str, m: &ModelProto) -> PathBuf {
+    let p = dir().join(format!("{name}.onnx"));
+    std::fs::write(&p, m.encode_to_vec()).unwrap();
+    p
+}
+
+/// Exit 1, one `error:` line containing every needle, no panic, no output written.
+fn fails(args: &[&str], needles: &[&str], out: Option<&Path>) {
+    let o = run(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{args:?}:\n{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "{args:?}: one error line:\n{err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "{args:?}: expected {n:?} in {:?}", lines[0]);
+    }
+    assert!(!err.contains("panicked"), "{err}");
+    if let Some(out) = out {
+        assert!(!out.exists(), "{args:?}: a failed run left {}", out.display());
+        let leftovers: Vec<_> = std::fs::read_dir(out.parent().unwrap())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".onnx-prune") || n.ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    }
+}
+
+/// The model must fail in `inspect` and in a structured run, naming every needle.
+fn rejects(name: &str, m: &ModelProto, needles: &[&str]) {
+    let p = save(name, m);
+    fails(&["inspect", s(&p)], needles, None);
+    fails_to_prune(name, &p, needles);
+}
+
+/// A model `inspect` can describe (it names the problem and exits 0) but no pass can use.
+fn described_but_rejected(name: &str, m: &ModelProto, needles: &[&str]) {
+    let p = save(name, m);
+    let o = run(&["inspect", s(&p)]);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(0), "inspect {name}:\n{all}");
+    for n in needles {
+        assert!(all.contains(n), "inspect {name}: expected {n:?} in\n{all}");
+    }
+    fails_to_prune(name, &p, needles);
+}
+
+fn fails_to_prune(name: &str, p: &Path, needles: &[&str]) {
+    let out = dir().join(format!("{name}-out.onnx"));
+    let calib = common::fixtures().join("mnist_calib_small.npz");
+    fails(
+        &[
+            s(p),
+            s(&out),
+            "--structured",
+            "0.5",
+            "--calib",
+            s(&calib),
+            "--latency-runs",
+            "0",
+        ],
+        needles,
+        Some(&out),
+    );
+}
+
+fn node(m: &mut ModelProto, i: usize) -> &mut NodeProto {
+    &mut m.graph.as_mut().unwrap().node[i]
+}
+
+fn init<'a>(m: &'a mut ModelProto, name: &str) -> &'a mut TensorProto {
+    m.graph
+        .as_mut()
+        .unwrap()
+        .initializer
+        .iter_mut()
+        .find(|t| t.name.as_deref() == Some(name))
+        .unwrap()
+}
+
+fn edit_raw(t: &mut TensorProto, f: impl FnOnce(&mut Vec<u8>)) {
+    let mut v = t.raw_data.take().unwrap().to_vec();
+    f(&mut v);
+    t.raw_data = Some(v.into());
+}
+
+#[test]
+fn broken_files() {
+    let bytes = base().encode_to_vec();
+    let d = dir();
+    let truncated = d.join("truncated.onnx");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    fails(&["inspect", s(&truncated)], &["truncated.onnx"], None);
+    let empty = d.join("empty.onnx");
+    std::fs::write(&empty, b"").unwrap();
+    fails(&["inspect", s(&empty)], &["empty.onnx", "empty file"], None);
+    let magic = d.join("zip.onnx");
+    std::fs::write(&magic, b"PK\x03\x04 a zip, not a model").unwrap();
+    fails(&["inspect", s(&magic)], &["zip.onnx"], None);
+    let dirpath = d.join("a-directory.onnx");
+    std::fs::create_dir_all(&dirpath).unwrap();
+    fails(&["inspect", s(&dirpath)], &["a-directory.onnx"], None);
+}
+
+#[test]
+fn broken_graphs() {
+    // A cycle: the first Gemm reads the last one's output.
+    let mut m = base();
+    node(&mut m, 1).input[0] = "logits".into();
+    rejects("cycle", &m, &["cycle"]);
+
+    // A dangling value name.
+    let mut m = base();
+    node(&mut m, 3).input[0] = "nowhere".into();
+    rejects("dangling", &m, &["nowhere"]);
+
+    // Two nodes writing the same value.
+    let mut m = base();
+    node(&mut m, 4).output[0] = "/net/net.2/Relu_output_0".into();
+    rejects("duplicate-output", &m, &["/net/net.2/Relu_output_0"]);
+
+    // Two initializers with one name.
+    let mut m = base();
+    let dup = init(&mut m, "net.3.bias").clone();
+    m.graph.as_mut().unwrap().initializer.push(dup);
+    rejects("duplicate-initializer", &m, &["net.3.bias"]);
+
+    // A missing initializer.
+    let mut m = base();
+    m.graph
+        .as_mut()
+        .unwrap()
+        .initializer
+        .retain(|t| t.name.as_deref() != Some("net.5.weight"));
+    rejects("missing-initializer", &m, &["net.5.weight"]);
+}
+
+#[test]
+fn broken_tensors() {
+    // Raw data shorter than the shape says.
+    let mut m = base();
+    init(&mut m, "net.3.weight")
+        .raw_data
+        .as_mut()
+        .unwrap()
+        .truncate(1000);
+    rejects("short-raw", &m, &["net.3.weight"]);
+
+    // A shape whose element count overflows (declared sizes are checked before allocating).
+    let mut m = base();
+    init(&mut m, "net.3.bias").dims = vec![1 << 40, 1 << 40];
+    rejects("huge-dims", &m, &["net.3.bias"]);
+
+    // Negative dimension.
+    let mut m = base();
+    init(&mut m, "net.3.bias").dims = vec![-128];
+    rejects("negative-dims", &m, &["net.3.bias"]);
+
+    // An undefined data type code.
+    let mut m = base();
+    init(&mut m, "net.3.bias").data_type = Some(99);
+    rejects("bad-dtype", &m, &["net.3.bias"]);
+
+    // NaN and Inf in a weight.
+    let mut m = base();
+    edit_raw(init(&mut m, "net.3.bias"), |raw| {
+        raw[0..4].copy_from_slice(&f32::NAN.to_le_bytes())
+    });
+    described_but_rejected("nan-weight", &m, &["net.3.bias", "NaN"]);
+    let mut m = base();
+    edit_raw(init(&mut m, "net.1.weight"), |raw| {
+        raw[40..44].copy_from_slice(&f32::INFINITY.to_le_bytes())
+    });
+    described_but_rejected("inf-weight", &m, &["net.1.weight", "Inf"]);
+
+    // External data: the file is missing, or shorter than declared.
+    let mut m = base();
+    let t = init(&mut m, "net.3.weight");
+    let raw = t.raw_data.take().unwrap();
+    t.data_location = Some(1);
+    let entry = |k: &str, v: &str| StringStringEntryProto {
+        key: Some(k.into()),
+        value: Some(v.into()),
+    };
+    t.external_data = vec![entry("location", "weights-missing.bin")];
+    rejects("external-missing", &m, &["weights-missing.bin"]);
+    std::fs::write(dir().join("weights-short.bin"), &raw[..raw.len() / 3]).unwrap();
+    init(&mut m, "net.3.weight").external_data = vec![entry("location", "weights-short.bin")];
+    rejects("external-short", &m, &["weights-short.bin", "net.3.weight"]);
+    // A location escaping the model's folder.
+    init(&mut m, "net.3.weight").external_data = vec![entry("location", "../../etc/passwd")];
+    rejects("external-escape", &m, &["net.3.weight"]);
+}
+
+#[test]
+fn unsupported_models() {
+    // A quantized model: every unsupported operator named at once.
+    let mut m = base();
+    node(&mut m, 2).op_type = Some("QLinearConv".into());
+    node(&mut m, 4).op_type = Some("DequantizeLinear".into());
+    described_but_rejected("quantized", &m, &["QLinearConv", "DequantizeLinear"]);
+
+    // A node of an unknown domain.
+    let mut m = base();
+    node(&mut m, 2).domain = Some("com.example.custom".into());
+    described_but_rejected("unknown-domain", &m, &["com.example.custom"]);
+
+    // Opsets outside the supported range.
+    for (name, v) in [("opset-old", 3), ("opset-new", 99)] {
+        let mut m = base();
+        m.opset_import = vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(v),
+        }];
+        rejects(name, &m, &["opset", &v.to_string()]);
+    }
+
+    // An int8 weight feeding a Gemm.
+    let mut m = base();
+    let t = init(&mut m, "net.5.bias");
+    t.data_type = Some(3);
+    t.raw_data = Some(vec![1u8; 10].into());
+    described_but_rejected("int8-weight", &m, &["/net/net.5/Gemm", "int8"]);
+}
+
+#[test]
+fn bad_calibration_and_flags() {
+    let model = common::fixtures().join("mlp.onnx");
+    let d = dir();
+    let out = d.join("flags-out.onnx");
+    let calib = common::fixtures().join("mnist_calib_small.npz");
+    let feeds = onnx_prune::data::read_npz(&calib).unwrap();
+    let prune = |extra: &[&str], needles: &[&str]| {
+        let mut args = vec![s(&model), s(&out), "--latency-runs", "0"];
+        args.extend_from_slice(extra);
+        fails(&args, needles, Some(&out));
+    };
+    // Wrong name, wrong shape.
+    let wrong = d.join("calib-wrong-name.npz");
+    onnx_prune::data::write_npz(&wrong, &[("image".into(), feeds[0].1.clone())]).unwrap();
+    prune(
+        &["--structured", "0.5", "--calib", s(&wrong)],
+        &["\"image\"", "input"],
+    );
+    let shape = d.join("calib-wrong-shape.npz");
+    onnx_prune::data::write_npz(&shape, &[("input".into(), feeds[0].1.reshape(&[8, 784]))])
+        .unwrap();
+    prune(&["--structured", "0.5", "--calib", s(&shape)], &["[8, 784]"]);
+    // NaN in the calibration data.
+    let mut x = feeds[0].1.as_float().unwrap().to_owned();
+    x[[3, 0, 5, 5]] = f32::NAN;
+    let nan = d.join("calib-nan.npz");
+    onnx_prune::data::write_npz(
+        &nan,
+        &[("input".into(), onnx_prune::tensor::Tensor::f32(x))],
+    )
+    .unwrap();
+    prune(
+        &["--structured", "0.5", "--calib", s(&nan)],
+        &["calib-nan.npz", "NaN"],
+    );
+    // A dtype the model does not take (int64 data for a float input).
+    let ints = d.join("calib-int.npy");
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    let header = "{'descr': '<i8', 'fortran_order': False, 'shape': (2, 1, 28, 28), }";
+    let pad = 64 - (10 + header.len() + 1) % 64;
+    let h = format!("{header}{}\n", " ".repeat(pad));
+    npy.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    npy.extend_from_slice(h.as_bytes());
+    npy.extend(std::iter::repeat_n(0u8, 2 * 784 * 8));
+    std::fs::write(&ints, npy).unwrap();
+    prune(
+        &["--structured", "0.5", "--calib", s(&ints)],
+        &["calib-int.npy"],
+    );
+    // Ratios out of range.
+    prune(&["--structured", "1.5"], &["--structured"]);
+    prune(&["--structured=-0.1"], &["--structured"]);
+    prune(&["--unstructured", "1.0"], &["--unstructured"]);
+    prune(&["--nm", "4:2"], &["--nm"]);
+    prune(&["--structured", "0.5", "--max-drop=-1"], &["--max-drop"]);
+    // The output path equal to the input (also through another spelling of the same path).
+    let copy = d.join("same.onnx");
+    std::fs::copy(&model, &copy).unwrap();
+    let before = std::fs::read(&copy).unwrap();
+    let other = d.join(".").join("same.onnx");
+    fails(
+        &[s(&copy), s(&other), "--structured", "0.5"],
+        &["same.onnx"],
+        None,
+    );
+    assert_eq!(std::fs::read(&copy).unwrap(), before, "the input was touched");
+    // An existing output is not overwritten without --force.
+    let existing = d.join("existing.onnx");
+    std::fs::write(&existing, b"keep me").unwrap();
+    fails(
+        &[
+            s(&model),
+            s(&existing),
+            "--structured",
+            "0.5",
+            "--calib",
+            s(&calib),
+        ],
+        &["existing.onnx", "--force"],
+        None,
+    );
+    assert_eq!(std::fs::read(&existing).unwrap(), b"keep me");
+}
