@@ -7,6 +7,7 @@ use crate::ir::{Dim, Graph, Model, Op};
 use crate::tensor::{DType, Real, Tensor};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 
 #[derive(Debug, Serialize)]
 pub struct IoInfo {
@@ -97,6 +98,19 @@ pub fn probe_shapes(
             out.push((v.name.clone(), dtype, shape));
         }
     }
+    // Declared sizes are checked before anything is allocated: a corrupt or hostile dim would
+    // otherwise ask for terabytes of zeros.
+    for (name, _, shape) in &out {
+        let n = shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .filter(|&n| n <= PROBE_ELEMENTS);
+        if n.is_none() {
+            return Err(Error::Usage(format!(
+                "input {name:?}: shape {shape:?} holds more than {PROBE_ELEMENTS} elements per sample, too many to run (give a smaller --shape)"
+            )));
+        }
+    }
     if missing.is_empty() {
         Ok(out)
     } else {
@@ -106,6 +120,9 @@ pub fn probe_shapes(
         )))
     }
 }
+
+/// Elements one input of a probe or synthetic sample may hold (2²⁸: 1 GiB of f32).
+pub const PROBE_ELEMENTS: usize = 1 << 28;
 
 /// Parses `NAME=D1,D2,…`.
 pub fn parse_shape_arg(s: &str) -> Result<(String, Vec<usize>)> {
@@ -368,7 +385,10 @@ impl Summary {
             _ => {}
         }
         for w in &self.non_finite {
-            let _ = writeln!(o, "weights   non-finite values in {w}: no pass accepts this model");
+            let _ = writeln!(
+                o,
+                "weights   non-finite values in {w}: no pass accepts this model"
+            );
         }
         if self.unsupported.is_empty() {
             let _ = writeln!(o, "support   every op is supported by the interpreter");
@@ -397,4 +417,21 @@ impl Summary {
         }
         o
     }
+}
+
+/// Everything `inspect --groups` does, from bytes in memory: decode, build the IR, summarise
+/// (probe shapes, FLOPs) and, when the interpreter can run it, the dependency analysis on two
+/// synthetic samples. The fuzz targets drive this: any input must give Ok or Err, never a panic,
+/// hang or unbounded allocation. External data is looked up beside `path`.
+pub fn inspect_bytes(bytes: &[u8], path: &Path) -> Result<(Summary, Option<usize>)> {
+    let loaded = crate::onnx::decode_model(bytes::Bytes::copy_from_slice(bytes), path)?;
+    let m = Model::from_loaded(loaded)?;
+    let s = summarize(&m, &HashMap::new());
+    if !s.unsupported.is_empty() {
+        return Ok((s, None));
+    }
+    let feeds = crate::calib::synthetic(&m.graph, &HashMap::new(), 2, 0)?;
+    let probe = crate::analysis::Probe::run(&m.graph, feeds)?;
+    let a = crate::analysis::analyze(&m.graph, &probe, Default::default());
+    Ok((s, Some(a.groups.len())))
 }

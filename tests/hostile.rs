@@ -47,11 +47,19 @@ fn fails(args: &[&str], needles: &[&str], out: Option<&Path>) {
     let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(lines.len(), 1, "{args:?}: one error line:\n{err}");
     for n in needles {
-        assert!(lines[0].contains(n), "{args:?}: expected {n:?} in {:?}", lines[0]);
+        assert!(
+            lines[0].contains(n),
+            "{args:?}: expected {n:?} in {:?}",
+            lines[0]
+        );
     }
     assert!(!err.contains("panicked"), "{err}");
     if let Some(out) = out {
-        assert!(!out.exists(), "{args:?}: a failed run left {}", out.display());
+        assert!(
+            !out.exists(),
+            "{args:?}: a failed run left {}",
+            out.display()
+        );
         let leftovers: Vec<_> = std::fs::read_dir(out.parent().unwrap())
             .unwrap()
             .filter_map(|e| e.ok())
@@ -285,7 +293,10 @@ fn bad_calibration_and_flags() {
     let shape = d.join("calib-wrong-shape.npz");
     onnx_prune::data::write_npz(&shape, &[("input".into(), feeds[0].1.reshape(&[8, 784]))])
         .unwrap();
-    prune(&["--structured", "0.5", "--calib", s(&shape)], &["[8, 784]"]);
+    prune(
+        &["--structured", "0.5", "--calib", s(&shape)],
+        &["[8, 784]"],
+    );
     // NaN in the calibration data.
     let mut x = feeds[0].1.as_float().unwrap().to_owned();
     x[[3, 0, 5, 5]] = f32::NAN;
@@ -329,7 +340,11 @@ fn bad_calibration_and_flags() {
         &["same.onnx"],
         None,
     );
-    assert_eq!(std::fs::read(&copy).unwrap(), before, "the input was touched");
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        before,
+        "the input was touched"
+    );
     // An existing output is not overwritten without --force.
     let existing = d.join("existing.onnx");
     std::fs::write(&existing, b"keep me").unwrap();

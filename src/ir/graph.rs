@@ -181,7 +181,10 @@ impl Graph {
         let Some((first, ..)) = bad.first() else {
             return Ok(());
         };
-        let list: Vec<String> = bad.iter().map(|(n, a, b)| non_finite_note(n, *a, *b)).collect();
+        let list: Vec<String> = bad
+            .iter()
+            .map(|(n, a, b)| non_finite_note(n, *a, *b))
+            .collect();
         Err(Error::graph(
             format!("weight {first:?}"),
             format!("non-finite values: {}", list.join(", ")),
