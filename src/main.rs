@@ -146,6 +146,7 @@ impl std::fmt::Display for ValidationFailure {
 impl std::error::Error for ValidationFailure {}
 
 fn main() -> ExitCode {
+    onnx_prune::onnx::io::install_interrupt_cleanup();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e)

@@ -362,3 +362,94 @@ fn bad_calibration_and_flags() {
     );
     assert_eq!(std::fs::read(&existing).unwrap(), b"keep me");
 }
+
+/// SIGINT in the middle of a long run: the process stops, and neither the output nor a
+/// temporary file is left behind.
+#[test]
+fn an_interrupted_run_leaves_nothing() {
+    let d = dir().join("interrupt");
+    std::fs::create_dir_all(&d).unwrap();
+    let out = d.join("out.onnx");
+    let fx = common::fixtures();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_onnx-prune"))
+        .args([
+            s(&fx.join("resnet.onnx")),
+            s(&out),
+            "--unstructured",
+            "0.7",
+            "--method",
+            "snows",
+            "--calib",
+            s(&fx.join("mnist_calib.npz")),
+        ])
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: signalling our own child process.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the run finished before the interrupt");
+    assert_eq!(status.code(), Some(128 + libc::SIGINT), "{status:?}");
+    let left: Vec<_> = std::fs::read_dir(&d)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// `scripts/batch.sh` over a folder with one good and one broken model: it goes on past the
+/// failure, writes the good model, one summary row per model, and exits 1.
+#[test]
+fn batch_continues_past_failures_and_summarises() {
+    let d = dir().join("batch");
+    let (models, out) = (d.join("models"), d.join("out"));
+    std::fs::create_dir_all(&models).unwrap();
+    let fx = common::fixtures();
+    std::fs::copy(fx.join("mlp.onnx"), models.join("good.onnx")).unwrap();
+    std::fs::write(models.join("broken.onnx"), b"not a model").unwrap();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/batch.sh");
+    let o = Command::new("bash")
+        .arg(&script)
+        .args([
+            s(&models),
+            s(&out),
+            "--bin",
+            env!("CARGO_BIN_EXE_onnx-prune"),
+            "--",
+        ])
+        .args([
+            "--structured",
+            "0.5",
+            "--calib",
+            s(&fx.join("mnist_calib_small.npz")),
+            "--latency-runs",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{text}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.join("good.onnx").exists());
+    assert!(!out.join("broken.onnx").exists());
+    let summary = std::fs::read_to_string(out.join("summary.tsv")).unwrap();
+    let rows: Vec<&str> = summary.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{summary}");
+    assert!(
+        rows.iter().any(|r| r.starts_with("good\tok\t")),
+        "{summary}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("broken\tfailed (exit 1)") && r.contains("not an ONNX model")),
+        "{summary}"
+    );
+}

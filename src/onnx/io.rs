@@ -148,6 +148,33 @@ pub fn save_model(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result
     write_atomic(path, &encoded)
 }
 
+/// The temporary file being written now (null when none), for the interrupt handler.
+static WRITING: std::sync::atomic::AtomicPtr<libc::c_char> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+extern "C" fn on_interrupt(sig: libc::c_int) {
+    let p = WRITING.load(std::sync::atomic::Ordering::SeqCst);
+    // SAFETY: unlink and _exit are async-signal-safe; `p` is a NUL-terminated path kept alive
+    // by write_atomic for as long as it is published.
+    unsafe {
+        if !p.is_null() {
+            libc::unlink(p);
+        }
+        libc::_exit(128 + sig);
+    }
+}
+
+/// SIGINT/SIGTERM exit at once with 128 + the signal, removing the temporary file of a write in
+/// progress: an interrupted run leaves neither a partial output nor a stray temporary file.
+pub fn install_interrupt_cleanup() {
+    let h = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: installing a handler that only calls async-signal-safe functions.
+    unsafe {
+        libc::signal(libc::SIGINT, h);
+        libc::signal(libc::SIGTERM, h);
+    }
+}
+
 /// Writes `bytes` to a temporary file next to `path`, syncs it, then renames it into place.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = match path.parent() {
@@ -162,12 +189,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         name.to_string_lossy(),
         std::process::id()
     ));
+    use std::os::unix::ffi::OsStrExt;
+    let published = std::ffi::CString::new(tmp.as_os_str().as_bytes())
+        .ok()
+        .map(|c| c.into_raw());
+    if let Some(p) = published {
+        WRITING.store(p, std::sync::atomic::Ordering::SeqCst);
+    }
     let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
+    if let Some(p) = published {
+        WRITING.store(std::ptr::null_mut(), std::sync::atomic::Ordering::SeqCst);
+        // SAFETY: `p` came from CString::into_raw above and is no longer published.
+        drop(unsafe { std::ffi::CString::from_raw(p) });
+    }
     if let Err(e) = res {
         let _ = std::fs::remove_file(&tmp);
         return Err(Error::io(path, e));
