@@ -11,6 +11,7 @@ pub mod error;
 pub mod inspect;
 pub mod interp;
 pub mod ir;
+pub mod memory;
 pub mod onnx;
 pub mod prune;
 pub mod rewrite;

@@ -429,6 +429,7 @@ pub fn run(a: PruneArgs, threads: usize) -> Result<()> {
     let mut bars = progress_bars();
     let out = prune::structured::run(&m, &data, &opts, &mut bars)?;
     print!("{}", out.report.render(&output.display().to_string()));
+    print_memory(out.report.peak_rss_bytes);
     write_json(&a.report, "report", &out.report)?;
     write_json(&a.plan_out, "plan", &out.plan)?;
     if let Some(why) = &out.report.refused {
@@ -581,6 +582,16 @@ fn run_sparse(a: PruneArgs, threads: usize, input: PathBuf, output: PathBuf) -> 
     let mut bars = progress_bars();
     let out = onnx_prune::sparse::run(&m, &data, &opts, &mut bars)?;
     print!("{}", out.report.render(&output.display().to_string()));
+    print_memory(out.report.peak_rss_bytes);
     write_json(&a.report, "report", &out.report)?;
     gate_and_save(&a, &out.report.validation, &m, &out.model, &output)
+}
+
+fn print_memory(peak: Option<u64>) {
+    if let Some(b) = peak {
+        println!(
+            "memory    peak resident {:.0} MB",
+            b as f64 / (1u64 << 20) as f64
+        );
+    }
 }

@@ -152,6 +152,8 @@ pub struct Report {
     pub exact: bool,
     pub warnings: Vec<String>,
     pub seconds: BTreeMap<String, f64>,
+    /// Peak resident memory of the process when the report was made, bytes.
+    pub peak_rss_bytes: Option<u64>,
 }
 
 pub struct Outcome {
@@ -552,6 +554,7 @@ pub fn run(
         exact,
         warnings,
         seconds,
+        peak_rss_bytes: crate::memory::peak_rss_bytes(),
     };
     Ok(Outcome {
         model: pruned,

@@ -168,6 +168,8 @@ pub struct Report {
     pub warnings: Vec<String>,
     pub speed_note: String,
     pub seconds: BTreeMap<String, f64>,
+    /// Peak resident memory of the process when the report was made, bytes.
+    pub peak_rss_bytes: Option<u64>,
     pub command: String,
 }
 
@@ -743,6 +745,7 @@ pub fn run(
         warnings,
         speed_note: SPEED_NOTE.into(),
         seconds,
+        peak_rss_bytes: crate::memory::peak_rss_bytes(),
         command: o.command.clone(),
     };
     Ok(Outcome {
