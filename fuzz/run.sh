@@ -19,10 +19,18 @@ for f in ../fixtures/coupling/*.onnx; do cp "$f" "corpus/inspect/coupling-$(base
 # -rss_limit_mb: an unbounded allocation is a finding; -timeout: so is a hang.
 # -s none: no AddressSanitizer (the crate's unsafe code is the interrupt handler alone; panics,
 # OOMs and hangs are what is looked for) and a much shorter build.
+set +e
 cargo +nightly fuzz run -s none inspect corpus/inspect -- \
-  -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 2>&1 \
-  | tee fuzz.log | grep -E "^stat::number_of_executed_units|^stat::peak_rss|SUMMARY|crash-|^#[0-9]+.*DONE" || true
+  -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 >fuzz.log 2>&1
+rc=$?
+set -e
+grep -E "^stat::number_of_executed_units|^stat::peak_rss|SUMMARY|crash-|^#[0-9]+.*DONE" fuzz.log || true
 if ls artifacts/inspect/crash-* artifacts/inspect/oom-* artifacts/inspect/timeout-* >/dev/null 2>&1; then
   echo "fuzz: findings in fuzz/artifacts/inspect/"
   exit 1
+fi
+if [ "$rc" -ne 0 ]; then
+  tail -n 30 fuzz.log
+  echo "fuzz: cargo fuzz failed (exit $rc); log in fuzz/fuzz.log"
+  exit "$rc"
 fi
