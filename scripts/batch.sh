@@ -30,11 +30,12 @@ one() {
   local m=$1 name
   name=$(basename "$m" .onnx)
   local start end rc
-  start=$(date +%s.%N)
+  start=$(date +%s%N)
   "$bin" "$m" "$out/$name.onnx" --force --report "$out/$name.json" "${@:2}" >"$out/$name.log" 2>&1
   rc=$?
-  end=$(date +%s.%N)
-  printf '%s\t%s\t%.1f\n' "$name" "$rc" "$(echo "$end - $start" | bc)" >"$out/$name.status"
+  end=$(date +%s%N)
+  local ds=$(((end - start) / 100000000))
+  printf '%s\t%s\t%d.%d\n' "$name" "$rc" $((ds / 10)) $((ds % 10)) >"$out/$name.status"
 }
 export -f one
 shopt -s nullglob
