@@ -5,7 +5,7 @@ import glob
 import json
 import os
 
-rows = ["mp", "mp+", "obs", "wf", "snows-mag", "snows-obs", "snows-wf"]
+rows = ["mp", "mp+", "obs", "wf", "snows-mag", "snows-gn", "snows-obs", "snows-wf"]
 pats = ["0.5", "0.7", "0.8", "0.9", "2of4"]
 res, dense = {}, {}
 for f in glob.glob("target/sparse-quality/*.json"):

@@ -2,7 +2,9 @@
 # The unstructured / N:M quality table: one-shot held-out top-1 of the MNIST fixtures at
 # 50/70/80/90 % and 2:4 for MP (magnitude, no update), MP+ (magnitude + layer-wise optimal
 # update), obs (OBS mask + update), woodfisher (mask + update) and snows on the magnitude, obs
-# and woodfisher masks. ROWS="wf:woodfisher:woodfisher …" runs only the rows given.
+# and woodfisher masks. ROWS="wf:woodfisher:woodfisher …" runs only the rows given; EXTRA adds
+# flags to every run (the snows-gn rows: ROWS="snows-gn:magnitude:snows"
+# EXTRA="--curvature gauss-newton").
 # Writes target/sparse-quality/<model>-<pattern>-<row>.json and prints one line per run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +21,7 @@ for m in ${MODELS:-resnet mobilenet vit mlp mlpnet}; do
       IFS=: read -r name mask method <<<"$row"
       f="$out/$m-${p/:/of}-$name.json"
       start=$(date +%s.%N)
-      $bin fixtures/$m.onnx /tmp/sparse-q.onnx $pat --mask $mask --method $method $data --report "$f" >/dev/null 2>&1 || echo "$m $p $name failed"
+      $bin fixtures/$m.onnx /tmp/sparse-q.onnx $pat --mask $mask --method $method $data ${EXTRA:-} --report "$f" >/dev/null 2>&1 || echo "$m $p $name failed"
       secs=$(echo "$(date +%s.%N) - $start" | bc)
       python3 -c "import json;r=json.load(open('$f'));v=r['validation'];print('$m','$p','$name',round(100*v['accuracy_pruned'],1),round(100*v['accuracy_dense'],1),'%.1fs'%$secs)"
     done
