@@ -53,6 +53,18 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     ]
 }
 
+/// PROPTEST_CASES cases (2000 by default) per property, nothing persisted.
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2000),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
 fn apply(mut b: Vec<u8>, muts: &[Mutation]) -> Vec<u8> {
     for m in muts {
         let n = b.len().max(1);
@@ -83,11 +95,7 @@ fn apply(mut b: Vec<u8>, muts: &[Mutation]) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(config())]
 
     #[test]
     fn mutated_models_never_panic(
@@ -239,11 +247,7 @@ fn edit_model(m: &mut ModelProto, edits: &[Edit]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(config())]
 
     #[test]
     fn edited_models_never_panic(

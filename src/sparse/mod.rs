@@ -356,69 +356,67 @@ pub fn run(
         Some(v)
     } else if o.mask == MaskKind::Obs {
         None
-    } else if o.mask == MaskKind::Woodfisher {
-        let grads = fisher_grads
-            .as_ref()
-            .expect("gathered for the woodfisher mask");
-        let mut sal = Vec::with_capacity(targets.len());
-        for (t, lg) in targets.iter().zip(grads) {
-            let w = saliency::to_rows(
-                t,
-                &g.weights[&t.weight]
-                    .tensor
-                    .as_float()
-                    .expect("float weight")
-                    .mapv(|v| v as f64),
-            );
-            sal.push(
-                woodfisher::saliency(lg, &w, &o.fisher).map_err(|e| Error::graph(&t.name, e))?,
-            );
-        }
-        Some(mask::select(
-            &sal,
-            &targets,
-            o.pattern,
-            alloc,
-            o.max_layer_sparsity,
-        ))
     } else {
-        let (sal_feeds, obj) = if matches!(o.mask, MaskKind::FisherDiag | MaskKind::HutchinsonDiag)
-        {
-            let h = crate::calib::head(&data.calib, o.hessian_samples.max(1))?;
-            let hn = batch_size(&h)?;
-            let labels = data
-                .calib_labels
+        let sal = if o.mask == MaskKind::Woodfisher {
+            let grads = fisher_grads
                 .as_ref()
-                .map(|l| l[..hn.min(l.len())].to_vec());
-            let (obj, name) = crate::prune::second_order::objective(g, &h, labels.as_deref())?;
-            objective = Some(format!("{name}, {hn} samples"));
-            (h, Some(obj))
+                .expect("gathered for the woodfisher mask");
+            let mut sal = Vec::with_capacity(targets.len());
+            for (t, lg) in targets.iter().zip(grads) {
+                let w = saliency::to_rows(
+                    t,
+                    &g.weights[&t.weight]
+                        .tensor
+                        .as_float()
+                        .expect("float weight")
+                        .mapv(|v| v as f64),
+                );
+                sal.push(
+                    woodfisher::saliency(lg, &w, &o.fisher)
+                        .map_err(|e| Error::graph(&t.name, e))?,
+                );
+            }
+            sal
         } else {
-            (calib.clone(), None)
-        };
-        let sal = match &obj {
-            Some(obj) => saliency::saliencies(
-                g,
-                &targets,
-                o.mask,
-                &sal_feeds,
-                obj,
-                o.probes.max(1),
-                o.seed,
-                o.micro_batch.min(16),
-                &mut |d, t| progress("saliency", d, t),
-            )?,
-            None => saliency::saliencies(
-                g,
-                &targets,
-                o.mask,
-                &sal_feeds,
-                &crate::autodiff::Objective::Sum(vec![]),
-                1,
-                o.seed,
-                1,
-                &mut |_, _| {},
-            )?,
+            let (sal_feeds, obj) =
+                if matches!(o.mask, MaskKind::FisherDiag | MaskKind::HutchinsonDiag) {
+                    let h = crate::calib::head(&data.calib, o.hessian_samples.max(1))?;
+                    let hn = batch_size(&h)?;
+                    let labels = data
+                        .calib_labels
+                        .as_ref()
+                        .map(|l| l[..hn.min(l.len())].to_vec());
+                    let (obj, name) =
+                        crate::prune::second_order::objective(g, &h, labels.as_deref())?;
+                    objective = Some(format!("{name}, {hn} samples"));
+                    (h, Some(obj))
+                } else {
+                    (calib.clone(), None)
+                };
+            match &obj {
+                Some(obj) => saliency::saliencies(
+                    g,
+                    &targets,
+                    o.mask,
+                    &sal_feeds,
+                    obj,
+                    o.probes.max(1),
+                    o.seed,
+                    o.micro_batch.min(16),
+                    &mut |d, t| progress("saliency", d, t),
+                )?,
+                None => saliency::saliencies(
+                    g,
+                    &targets,
+                    o.mask,
+                    &sal_feeds,
+                    &crate::autodiff::Objective::Sum(vec![]),
+                    1,
+                    o.seed,
+                    1,
+                    &mut |_, _| {},
+                )?,
+            }
         };
         Some(mask::select(
             &sal,

@@ -196,6 +196,11 @@ pub fn update(
     o: &FisherOptions,
 ) -> Result<Vec<f64>, String> {
     let mut out = w.to_vec();
+    // The summed form divides by [F⁻¹]_qq, per block as the update itself.
+    let diag = match o.update {
+        Update::Summed => inverse_diagonal(lg, w.len(), o)?,
+        Update::Joint => Vec::new(),
+    };
     for r in blocks(w.len(), o.block) {
         let kept: Vec<usize> = r.clone().filter(|&q| keep[q]).collect();
         let pruned: Vec<usize> = r.clone().filter(|&q| !keep[q]).collect();
@@ -224,11 +229,9 @@ pub fn update(
             }
             Update::Summed => {
                 let idx: Vec<usize> = r.clone().collect();
-                let diag = inverse_diagonal_of(lg, &idx, o)?;
                 let v: Vec<f64> = idx
                     .iter()
-                    .zip(&diag)
-                    .map(|(&q, &dq)| if keep[q] { 0.0 } else { w[q] / dq })
+                    .map(|&q| if keep[q] { 0.0 } else { w[q] / diag[q] })
                     .collect();
                 let llt = gram(lg, &idx, o.damp)?;
                 let d = apply_inverse(lg, &idx, &llt, o.damp, &v);
@@ -249,22 +252,6 @@ pub fn update(
         ));
     }
     Ok(out)
-}
-
-fn inverse_diagonal_of(
-    lg: &LayerGradients,
-    idx: &[usize],
-    o: &FisherOptions,
-) -> Result<Vec<f64>, String> {
-    let sub = FisherOptions { block: 0, ..*o };
-    let picked = LayerGradients {
-        g: lg
-            .g
-            .iter()
-            .map(|g| idx.iter().map(|&q| g[q]).collect())
-            .collect(),
-    };
-    inverse_diagonal(&picked, idx.len(), &sub)
 }
 
 #[cfg(test)]
