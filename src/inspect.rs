@@ -158,6 +158,21 @@ pub fn infer_shapes(
         .collect())
 }
 
+/// `infer_shapes` through onnxruntime, for graphs the interpreter cannot run.
+pub fn infer_shapes_ort(
+    model: &Model,
+    inputs: &[(String, DType, Vec<usize>)],
+) -> Result<Vec<Option<Vec<usize>>>> {
+    let feeds: Vec<(String, Tensor<f32>)> = inputs
+        .iter()
+        .map(|(n, dt, s)| (n.clone(), zero_tensor::<f32>(*dt, s)))
+        .collect();
+    Ok(crate::analysis::probe_ort::values(model, &feeds)?
+        .iter()
+        .map(|v| v.as_ref().map(|t| t.shape().to_vec()))
+        .collect())
+}
+
 fn float_params<S: Real>(t: &Tensor<S>) -> usize {
     if t.dtype.is_float() { t.len() } else { 0 }
 }
@@ -210,7 +225,23 @@ pub fn node_flops(op: &Op, ins: &[Option<&Vec<usize>>], outs: &[Option<&Vec<usiz
     }
 }
 
+/// The summary from the interpreter alone: a model with nodes it cannot run gets no FLOPs or
+/// layer table (this is the form the fuzz target exercises: no onnxruntime involved).
 pub fn summarize(model: &Model, overrides: &HashMap<String, Vec<usize>>) -> Summary {
+    summarize_impl(model, overrides, false)
+}
+
+/// The summary, with shapes from onnxruntime where the interpreter cannot run the model; the
+/// nodes it cannot run add no FLOPs (said in the FLOPs note).
+pub fn summarize_with_runtime(model: &Model, overrides: &HashMap<String, Vec<usize>>) -> Summary {
+    summarize_impl(model, overrides, true)
+}
+
+fn summarize_impl(
+    model: &Model,
+    overrides: &HashMap<String, Vec<usize>>,
+    runtime: bool,
+) -> Summary {
     let g = &model.graph;
     let p = &model.source.proto;
     let io = |ids: &[usize]| -> Vec<IoInfo> {
@@ -263,7 +294,8 @@ pub fn summarize(model: &Model, overrides: &HashMap<String, Vec<usize>>) -> Summ
         flops_note: None,
         layers: Vec::new(),
     };
-    if !s.unsupported.is_empty() {
+    let partial = !s.unsupported.is_empty();
+    if partial && !runtime {
         s.flops_note = Some("the interpreter cannot run this model".into());
         return s;
     }
@@ -272,7 +304,11 @@ pub fn summarize(model: &Model, overrides: &HashMap<String, Vec<usize>>) -> Summ
             .iter()
             .map(|(n, _, sh)| (n.clone(), sh.clone()))
             .collect();
-        infer_shapes(g, &inputs)
+        if partial {
+            infer_shapes_ort(model, &inputs)
+        } else {
+            infer_shapes(g, &inputs)
+        }
     }) {
         Ok(v) => v,
         Err(e) => {
@@ -281,8 +317,12 @@ pub fn summarize(model: &Model, overrides: &HashMap<String, Vec<usize>>) -> Summ
         }
     };
     let mut total = 0u64;
+    let mut uncounted: BTreeMap<&str, usize> = BTreeMap::new();
     for n in &g.nodes {
-        let op = n.op.as_ref().expect("supported");
+        let Ok(op) = n.op.as_ref() else {
+            *uncounted.entry(n.op_type.as_str()).or_default() += 1;
+            continue;
+        };
         let ins: Vec<Option<&Vec<usize>>> = n
             .inputs
             .iter()
@@ -322,6 +362,16 @@ pub fn summarize(model: &Model, overrides: &HashMap<String, Vec<usize>>) -> Summ
         }
     }
     s.flops = Some(total);
+    if !uncounted.is_empty() {
+        let list: Vec<String> = uncounted
+            .iter()
+            .map(|(op, n)| format!("{n} {op}"))
+            .collect();
+        s.flops_note = Some(format!(
+            "shapes from onnxruntime; not counted: {} (nodes the interpreter does not run)",
+            list.join(", ")
+        ));
+    }
     s
 }
 
@@ -378,6 +428,9 @@ impl Summary {
                     human(f as f64),
                     shapes.join(" ")
                 );
+                if let Some(n) = &self.flops_note {
+                    let _ = writeln!(o, "          {n}");
+                }
             }
             (None, Some(n)) => {
                 let _ = writeln!(o, "FLOPs     not counted: {n}");

@@ -254,7 +254,7 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
                     )?,
                     None => onnx_prune::calib::synthetic(&m.graph, &overrides, 2, seed)?,
                 };
-                let probe = onnx_prune::analysis::Probe::run(&m.graph, feeds)?;
+                let probe = onnx_prune::analysis::Probe::of_model(&m, feeds)?;
                 let a = onnx_prune::analysis::analyze(
                     &m.graph,
                     &probe,
@@ -301,7 +301,7 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
                 .iter()
                 .map(|s| inspect::parse_shape_arg(s))
                 .collect::<onnx_prune::Result<_>>()?;
-            let s = inspect::summarize(&m, &overrides);
+            let s = inspect::summarize_with_runtime(&m, &overrides);
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {

@@ -5,7 +5,7 @@
 mod common;
 
 use onnx_prune::onnx::proto::{
-    ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
+    AttributeProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
 };
 use prost::Message;
 use std::path::{Path, PathBuf};
@@ -238,6 +238,133 @@ fn broken_tensors() {
     // A location escaping the model's folder.
     init(&mut m, "net.3.weight").external_data = vec![entry("location", "../../etc/passwd")];
     rejects("external-escape", &m, &["net.3.weight"]);
+}
+
+#[test]
+fn partial_support_prunes_around_nodes_the_interpreter_cannot_run() {
+    // ResNet with one ReLU replaced by Shrink, which onnxruntime runs and the interpreter does
+    // not: the groups reaching it are frozen, the others pruned, validation in onnxruntime.
+    let bytes = std::fs::read(common::fixtures().join("resnet.onnx")).unwrap();
+    let mut m = ModelProto::decode(bytes.as_slice()).unwrap();
+    let shrink = m
+        .graph
+        .as_mut()
+        .unwrap()
+        .node
+        .iter_mut()
+        .find(|n| n.name() == "/layer2/relu1/Relu")
+        .expect("fixture node");
+    shrink.op_type = Some("Shrink".into());
+    for (name, v) in [("lambd", 0.1f32), ("bias", 0.0)] {
+        shrink.attribute.push(AttributeProto {
+            name: Some(name.into()),
+            f: Some(v),
+            r#type: Some(1),
+            ..Default::default()
+        });
+    }
+    let shrink = shrink.clone();
+    let p = save("partial", &m);
+    let o = run(&["inspect", s(&p)]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}");
+    assert!(
+        text.contains("FLOPs") && text.contains("not counted: 1 Shrink"),
+        "{text}"
+    );
+
+    let out = dir().join("partial-out.onnx");
+    let report = dir().join("partial-report.json");
+    let calib = common::fixtures().join("mnist_calib_small.npz");
+    let o = run(&[
+        s(&p),
+        s(&out),
+        "--structured",
+        "0.5",
+        "--calib",
+        s(&calib),
+        "--latency-runs",
+        "0",
+        "--report",
+        s(&report),
+    ]);
+    let err = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("partial support") && err.contains("Shrink"),
+        "{err}"
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert!(
+        r["partial"]["unsupported"]
+            .as_str()
+            .unwrap()
+            .contains("Shrink")
+    );
+    assert_eq!(
+        r["criterion"], "magnitude",
+        "hap needs gradients through Shrink"
+    );
+    assert!(!r["partial"]["disabled"].as_array().unwrap().is_empty());
+    assert!(
+        r["units_removed"].as_u64().unwrap() > 0,
+        "the rest is pruned"
+    );
+    let frozen = r["frozen"].as_object().unwrap();
+    assert!(frozen.keys().any(|k| k.contains("Shrink")), "{frozen:?}");
+
+    let pruned = ModelProto::decode(std::fs::read(&out).unwrap().as_slice()).unwrap();
+    let pg = pruned.graph.as_ref().unwrap();
+    let kept: Vec<&NodeProto> = pg.node.iter().filter(|n| n.op_type() == "Shrink").collect();
+    assert_eq!(
+        kept,
+        vec![&shrink],
+        "the unsupported node is written back unchanged"
+    );
+    // The conv feeding Shrink keeps its 32 output channels; the stem (away from it) is cut.
+    let dims = |g: &onnx_prune::onnx::proto::GraphProto, w: &str| {
+        g.initializer
+            .iter()
+            .find(|t| t.name() == w)
+            .map(|t| t.dims.clone())
+    };
+    let g0 = m.graph.as_ref().unwrap();
+    let w = pg
+        .node
+        .iter()
+        .find(|n| n.name() == "/layer2/conv1/Conv")
+        .unwrap()
+        .input[1]
+        .clone();
+    assert_eq!(dims(pg, &w).unwrap()[0], dims(g0, &w).unwrap()[0]);
+    let stem = pg
+        .node
+        .iter()
+        .find(|n| n.name() == "/stem/stem.0/Conv")
+        .unwrap()
+        .input[1]
+        .clone();
+    assert!(dims(pg, &stem).unwrap()[0] < dims(g0, &stem).unwrap()[0]);
+    common::onnx_check_files(std::slice::from_ref(&out));
+
+    // The unstructured pass needs the interpreter everywhere, and says what does work.
+    let out2 = dir().join("partial-sparse.onnx");
+    fails(
+        &[
+            s(&p),
+            s(&out2),
+            "--unstructured",
+            "0.5",
+            "--calib",
+            s(&calib),
+        ],
+        &["Shrink", "--structured prunes around"],
+        Some(&out2),
+    );
 }
 
 #[test]

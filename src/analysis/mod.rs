@@ -9,6 +9,7 @@
 
 pub mod groups;
 pub mod probe;
+pub mod probe_ort;
 pub mod report;
 mod rules;
 mod union_find;

@@ -25,6 +25,16 @@ impl Probe {
         Ok(Self::from_values(&values, batch))
     }
 
+    /// The interpreter's probe, or onnxruntime's when the graph has nodes the interpreter
+    /// cannot run (partial support).
+    pub fn of_model(m: &crate::ir::Model, feeds: Feeds<f32>) -> Result<Probe> {
+        if m.graph.unsupported().is_empty() {
+            Self::run(&m.graph, feeds)
+        } else {
+            super::probe_ort::probe(m, &feeds)
+        }
+    }
+
     pub fn from_values(values: &[Option<Tensor<f32>>], batch: usize) -> Probe {
         let shapes = values
             .iter()

@@ -389,7 +389,6 @@ pub fn run(a: PruneArgs, threads: usize) -> Result<()> {
     }
     check_output(&a, &input, &output)?;
     let m = super::super::load(&input)?;
-    m.graph.check_supported()?;
     m.graph.check_finite()?;
     let data = data(&m, &a)?;
     let plan_in = a.plan_in.as_ref().map(|p| Plan::read(p)).transpose()?;
@@ -539,7 +538,12 @@ fn run_sparse(a: PruneArgs, threads: usize, input: PathBuf, output: PathBuf) -> 
     };
     check_output(&a, &input, &output)?;
     let m = super::super::load(&input)?;
-    m.graph.check_supported()?;
+    m.graph.check_supported().map_err(|e| match e {
+        onnx_prune::Error::Unsupported(s) => onnx_prune::Error::Unsupported(format!(
+            "{s}; --unstructured and --nm need the interpreter on the whole graph (--structured prunes around such nodes)"
+        )),
+        e => e,
+    })?;
     m.graph.check_finite()?;
     let data = data(&m, &a)?;
     let mask_from = a.mask_from.as_ref().map(|p| masks_from(p)).transpose()?;

@@ -7,7 +7,7 @@ use super::plan::Plan;
 use crate::analysis::{self, Analysis, GroupKind, Probe};
 use crate::error::{Error, Result};
 use crate::interp::Feeds;
-use crate::ir::Model;
+use crate::ir::{Graph, Model};
 use crate::onnx::ModelProto;
 use crate::onnx::proto::StringStringEntryProto;
 use crate::rewrite::{self, Edit};
@@ -151,6 +151,9 @@ pub struct Report {
     pub refused: Option<String>,
     pub exact: bool,
     pub warnings: Vec<String>,
+    /// Set when the interpreter cannot run the whole graph (see `PartialSupport`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partial: Option<PartialSupport>,
     pub seconds: BTreeMap<String, f64>,
     /// Peak resident memory of the process when the report was made, bytes.
     pub peak_rss_bytes: Option<u64>,
@@ -177,12 +180,78 @@ fn float_params(m: &Model) -> usize {
 }
 
 /// FLOPs per sample at the shapes of one held-out sample.
+/// What a run on a graph with nodes the interpreter cannot run (partial support) changes.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartialSupport {
+    /// The ops the interpreter does not run, with counts and reasons.
+    pub unsupported: String,
+    /// The stages switched off because they need the interpreter.
+    pub disabled: Vec<String>,
+    #[serde(skip)]
+    options: StructuredOptions,
+}
+
+/// With nodes the interpreter cannot run, only what needs no interpreter is done: magnitude
+/// scores, onnxruntime for shapes and validation; structures touching those nodes are frozen by
+/// the analysis. `None` when the interpreter runs the whole graph.
+fn partial_support(
+    g: &Graph,
+    o: &StructuredOptions,
+    warnings: &mut Vec<String>,
+) -> Option<PartialSupport> {
+    let Err(e) = g.check_supported() else {
+        return None;
+    };
+    let unsupported = match e {
+        Error::Unsupported(s) => s,
+        other => other.to_string(),
+    };
+    let mut options = o.clone();
+    let mut disabled = Vec::new();
+    let mut short = Vec::new();
+    if o.criterion != Criterion::Magnitude {
+        disabled.push(format!(
+            "criterion {}: needs gradients through the whole graph; magnitude used",
+            o.criterion
+        ));
+        short.push(format!("{} scores (magnitude used)", o.criterion));
+        options.criterion = Criterion::Magnitude;
+    }
+    if options.implant_ratio.is_some_and(|r| r > 0.0) && o.plan_in.is_none() {
+        disabled.push("implants: fitted on activations the interpreter computes".into());
+        short.push("implants".into());
+        options.implant_ratio = None;
+    }
+    if o.compensation.refit || o.compensation.bn_recalibrate {
+        disabled.push(
+            "compensation (consumer refit, BatchNorm re-estimation): needs the interpreter's activations"
+                .into(),
+        );
+        short.push("compensation".into());
+        options.compensation.refit = false;
+        options.compensation.bn_recalibrate = false;
+    }
+    warnings.push(format!(
+        "partial support: the interpreter does not run {unsupported}; structures that reach those nodes are frozen, the rest is pruned{}; shapes and validation come from onnxruntime alone",
+        if short.is_empty() {
+            String::new()
+        } else {
+            format!(" without {}", short.join(", "))
+        }
+    ));
+    Some(PartialSupport {
+        unsupported,
+        disabled,
+        options,
+    })
+}
+
 fn flops_at(m: &Model, sample: &Feeds<f32>) -> Option<u64> {
     let shapes: HashMap<String, Vec<usize>> = sample
         .iter()
         .map(|(n, t)| (n.clone(), t.shape().to_vec()))
         .collect();
-    crate::inspect::summarize(m, &shapes).flops
+    crate::inspect::summarize_with_runtime(m, &shapes).flops
 }
 
 pub fn run(
@@ -204,16 +273,19 @@ pub fn run(
         )));
     }
     let g = &model.graph;
-    g.check_supported()?;
     g.check_finite()?;
     let mut seconds = BTreeMap::new();
     let mut warnings = Vec::new();
+    let partial = partial_support(g, o, &mut warnings);
+    let o = &partial
+        .as_ref()
+        .map_or_else(|| o.clone(), |p| p.options.clone());
     if data.synthetic {
         warnings.push("no --calib: scores and validation use synthetic inputs; give real data for a result you can trust".into());
     }
     let t0 = std::time::Instant::now();
     progress("analysis", 0, 1);
-    let probe = Probe::run(g, crate::calib::head(&data.calib, 2)?)?;
+    let probe = Probe::of_model(model, crate::calib::head(&data.calib, 2)?)?;
     let a = analysis::analyze(
         g,
         &probe,
@@ -373,6 +445,7 @@ pub fn run(
         sample: &sample,
         dense_bytes: &dense_bytes,
         vopts: &vopts,
+        partial: partial.is_some(),
     };
     let mut att = attempt(&ctx, removed, implants, &mut seconds, progress)?;
     // Back-off: restore the groups whose removal alone hurts most (measured on the held-out
@@ -553,6 +626,7 @@ pub fn run(
         refused,
         exact,
         warnings,
+        partial,
         seconds,
         peak_rss_bytes: crate::memory::peak_rss_bytes(),
     };
@@ -575,6 +649,8 @@ struct AttemptCtx<'c> {
     sample: &'c Feeds<f32>,
     dense_bytes: &'c [u8],
     vopts: &'c ValidateOptions,
+    /// Shapes are checked in onnxruntime (the interpreter cannot run the graph).
+    partial: bool,
 }
 
 struct Attempt {
@@ -625,15 +701,34 @@ fn attempt(
         &model.source.path,
     )?)
     .map_err(|e| Error::Runtime(format!("the rewritten model is invalid: {e}")))?;
-    let ys = crate::interp::Engine::<f32>::new(&reread.graph)?.run(c.sample.clone())?;
-    let yd = crate::interp::Engine::<f32>::new(g)?.run(c.sample.clone())?;
+    let shapes = |ys: Vec<crate::tensor::Tensor<f32>>| -> Vec<Vec<usize>> {
+        ys.iter().map(|t| t.shape().to_vec()).collect()
+    };
+    let (ys, yd) = if c.partial {
+        let ort = |b: &[u8]| -> Result<Vec<Vec<usize>>> {
+            let out = crate::runtime::OrtSession::new(
+                b,
+                model.source.path.parent(),
+                Device::Cpu,
+                o.threads,
+            )?
+            .run(c.sample)?;
+            Ok(shapes(out.into_iter().map(|(_, t)| t).collect()))
+        };
+        (ort(&bytes)?, ort(c.dense_bytes)?)
+    } else {
+        (
+            shapes(crate::interp::Engine::<f32>::new(&reread.graph)?.run(c.sample.clone())?),
+            shapes(crate::interp::Engine::<f32>::new(g)?.run(c.sample.clone())?),
+        )
+    };
     for ((a_, b_), &o_) in ys.iter().zip(&yd).zip(&g.outputs) {
-        if a_.shape() != b_.shape() {
+        if a_ != b_ {
             return Err(Error::Runtime(format!(
                 "internal error: output {:?} changed shape {:?} → {:?} in the rewrite",
                 g.name(o_),
-                b_.shape(),
-                a_.shape()
+                b_,
+                a_
             )));
         }
     }

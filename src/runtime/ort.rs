@@ -194,6 +194,32 @@ impl OrtSession {
     }
 }
 
+impl OrtSession {
+    /// Like `run`, but an output whose element type or kind has no `Tensor` form (a sequence,
+    /// float16, strings) comes back as `None` instead of failing the run.
+    pub fn run_lenient(
+        &mut self,
+        feeds: &[(String, Tensor<f32>)],
+    ) -> Result<Vec<(String, Option<Tensor<f32>>)>> {
+        let mut inputs: Vec<(
+            std::borrow::Cow<'_, str>,
+            ort::session::SessionInputValue<'_>,
+        )> = Vec::new();
+        for (name, t) in feeds {
+            inputs.push((name.as_str().into(), to_ort(name, t)?.into()));
+        }
+        let outputs = self
+            .session
+            .run(inputs)
+            .map_err(|e| Error::Runtime(format!("onnxruntime run failed: {e}")))?;
+        Ok(self
+            .output_names
+            .iter()
+            .map(|n| (n.clone(), outputs.get(n).and_then(|v| from_ort(n, v).ok())))
+            .collect())
+    }
+}
+
 fn to_ort(name: &str, t: &Tensor<f32>) -> Result<DynValue> {
     let err = |e: ort::Error| Error::Runtime(format!("input {name:?}: {e}"));
     let v: DynValue = match (&t.data, t.dtype) {
