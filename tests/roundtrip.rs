@@ -302,3 +302,63 @@ fn rarely_used_fields_survive_save_and_load() {
     assert_eq!(back.proto.encode_to_vec(), bytes);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn models_over_two_gib_are_written_with_external_data() {
+    // One weight of 2 GiB + 1 MiB: over protobuf's limit, so `save_model` must move it to the
+    // data file by itself (nothing asked for external data), and reading it back must give
+    // every byte again. The small index stays inline.
+    use onnx_prune::onnx::proto::{GraphProto, NodeProto, TensorProto, ValueInfoProto};
+    let n = (1usize << 29) + (1 << 18);
+    let raw: Vec<u8> = (0..n * 4).map(|i| (i % 251) as u8).collect();
+    let big = TensorProto {
+        name: Some("big".into()),
+        dims: vec![n as i64],
+        data_type: Some(1),
+        raw_data: Some(raw.into()),
+        ..Default::default()
+    };
+    let idx = TensorProto {
+        name: Some("idx".into()),
+        dims: vec![1],
+        data_type: Some(7),
+        raw_data: Some(5i64.to_le_bytes().to_vec().into()),
+        ..Default::default()
+    };
+    let m = ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![onnx_prune::onnx::proto::OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(17),
+        }],
+        graph: Some(GraphProto {
+            name: Some("big".into()),
+            node: vec![NodeProto {
+                op_type: Some("Gather".into()),
+                input: vec!["big".into(), "idx".into()],
+                output: vec!["y".into()],
+                ..Default::default()
+            }],
+            initializer: vec![big, idx],
+            output: vec![ValueInfoProto {
+                name: Some("y".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let dir = common::scratch("over-2gib");
+    let out = dir.join("big.onnx");
+    let data = dir.join("big.onnx.data");
+    save_model(&m, &out, &SaveOptions::default()).unwrap();
+    let model_len = std::fs::metadata(&out).unwrap().len();
+    let data_len = std::fs::metadata(&data).unwrap().len();
+    assert!(model_len < 1 << 20, "model file {model_len} bytes");
+    assert!(data_len >= 1 << 31, "data file {data_len} bytes");
+    let back = load_model(&out).unwrap();
+    assert_eq!(back.external.keys().collect::<Vec<_>>(), vec!["big"]);
+    assert_eq!(back.proto, m, "every byte back");
+    drop(back);
+    let _ = std::fs::remove_dir_all(&dir);
+}
