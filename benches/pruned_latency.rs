@@ -1,7 +1,9 @@
-//! onnxruntime CPU latency of models pruned by `--structured 0.5` (defaults: magnitude,
-//! prunable-layer params, --round-to 8) against the dense model, same process, batch and thread
-//! count. Prints the ratio table at the end.
-//! `cargo bench --bench pruned_latency` (BENCH_QUICK=1 for fewer samples; BENCH_MODELS=a,b).
+//! onnxruntime CPU latency of models pruned by `--structured 0.5` (the CLI defaults: hap,
+//! implants, compensation, prunable-layer params, --round-to 8) against the dense model, same
+//! process, batch and thread count, each session timed alone. Prints the ratio table at the end
+//! with the top-1 agreement with the dense model on the calibration inputs.
+//! `cargo bench --bench pruned_latency` (BENCH_QUICK=1 for fewer samples; BENCH_MODELS=a,b;
+//! BENCH_CRITERION=magnitude, BENCH_TARGET=flops|latency, BENCH_ROUND=N change the options).
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -86,8 +88,14 @@ fn main() {
         {
             opts.round_to = r;
         }
-        if std::env::var("BENCH_TARGET").as_deref() == Ok("flops") {
-            opts.target = prune::Target::Flops;
+        match std::env::var("BENCH_TARGET").as_deref() {
+            Ok("flops") => opts.target = prune::Target::Flops,
+            Ok("latency") => {
+                // The search times its candidates: it needs timed runs.
+                opts.target = prune::Target::Latency;
+                opts.latency_runs = 20;
+            }
+            _ => {}
         }
         let out = prune::structured::run(&m, &data, &opts, &mut |_, _, _| {}).unwrap();
         let dense = m.source.proto.encode_to_vec();
@@ -105,8 +113,15 @@ fn main() {
                 median_ns(&group, &format!("dense/{n}")),
                 median_ns(&group, &format!("pruned/{n}")),
             ) {
+                let agree = out
+                    .report
+                    .validation
+                    .outputs
+                    .first()
+                    .and_then(|o| o.top1_agreement)
+                    .map_or("–".to_string(), |a| format!("{:.1}%", 100.0 * a));
                 rows.push(format!(
-                    "| {name} | {n} | {:.1}% | {:.1}% | {:.3} | {:.3} | {:.2} |",
+                    "| {name} | {n} | {:.1}% | {:.1}% | {:.3} | {:.3} | {:.2} | {agree} |",
                     100.0 * out.report.params_removed / out.report.before.params as f64,
                     100.0 * out.report.flops_removed.unwrap_or(0.0)
                         / out.report.before.flops.unwrap_or(1).max(1) as f64,
@@ -118,9 +133,9 @@ fn main() {
         }
     }
     println!(
-        "\n| model | batch | params removed | FLOPs removed | dense (ms) | pruned (ms) | pruned / dense |"
+        "\n| model | batch | params removed | FLOPs removed | dense (ms) | pruned (ms) | pruned / dense | top-1 agreement |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
     }

@@ -164,6 +164,64 @@ fn prune_writes_a_smaller_valid_model_with_report_and_plan() {
 }
 
 #[test]
+fn target_latency_searches_timed_candidates() {
+    let dir = common::scratch("cli-prune-latency");
+    let out = dir.join("fast.onnx");
+    let report = dir.join("report.json");
+    let args = |runs: &'static str| {
+        vec![
+            s(&fx("mobilenet.onnx")).to_string(),
+            s(&out).to_string(),
+            "--structured".into(),
+            "0.3".into(),
+            "--target".into(),
+            "latency".into(),
+            "--criterion".into(),
+            "magnitude".into(),
+            "--calib".into(),
+            s(&fx("mnist_calib_small.npz")).to_string(),
+            "--latency-runs".into(),
+            runs.into(),
+            "--force".into(),
+            "--report".into(),
+            s(&report).to_string(),
+        ]
+    };
+    let a0 = args("0");
+    fails_with(
+        &a0.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+        1,
+        "--latency-runs",
+    );
+    let a = args("5");
+    let o = run(&a.iter().map(|a| a.as_str()).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", err(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["target"], "latency");
+    let steps = r["latency_search"]
+        .as_array()
+        .expect("the search is reported");
+    // The bracket first (the most the guards allow), then the first guess at the ratio itself.
+    assert_eq!(steps[0]["flops_target"], 1.0);
+    assert!(
+        steps.len() == 1 || steps[1]["flops_target"] == 0.3,
+        "{steps:?}"
+    );
+    for st in steps {
+        let (d, p) = (
+            st["dense_ms"].as_f64().unwrap(),
+            st["pruned_ms"].as_f64().unwrap(),
+        );
+        assert!(d > 0.0 && p > 0.0 && (st["ratio"].as_f64().unwrap() - p / d).abs() < 1e-9);
+    }
+    // Achieved is the validation's own measurement, not the search's.
+    let l = r["validation"]["latency"]["ratio"].as_f64().unwrap();
+    assert!((r["achieved"].as_f64().unwrap() - (1.0 - l)).abs() < 1e-9);
+    assert!(r["flops_removed"].as_f64().unwrap() > 0.0);
+    common::onnx_check_files(std::slice::from_ref(&out));
+}
+
+#[test]
 fn the_accuracy_gate_refuses_to_write() {
     let dir = common::scratch("cli-prune-gate");
     let out = dir.join("never.onnx");

@@ -15,6 +15,9 @@ pub enum Target {
     Params,
     /// A fraction of the whole model's FLOPs.
     Flops,
+    /// A fraction of the model's onnxruntime latency at --latency-batch, measured: the FLOPs
+    /// target that reaches it is searched for (`prune::latency`).
+    Latency,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -116,7 +119,7 @@ pub fn allocate(
     let denom = match o.target {
         Target::Prunable => denominators.0,
         Target::Params => denominators.1,
-        Target::Flops => denominators.2,
+        Target::Flops | Target::Latency => denominators.2,
     }
     .max(1.0);
     let goal = o.ratio * denom;
@@ -161,7 +164,7 @@ pub fn allocate(
     let mut cost = Cost::new(g, a);
     let (mut p, mut f) = (0.0, 0.0);
     let progress = |p: f64, f: f64| match o.target {
-        Target::Flops => f,
+        Target::Flops | Target::Latency => f,
         _ => p,
     };
     while progress(p, f) < goal {

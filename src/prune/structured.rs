@@ -151,6 +151,9 @@ pub struct Report {
     pub refused: Option<String>,
     pub exact: bool,
     pub warnings: Vec<String>,
+    /// `--target latency`: each candidate timed in the search.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub latency_search: Vec<super::latency::LatencyStep>,
     /// Set when the interpreter cannot run the whole graph (see `PartialSupport`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partial: Option<PartialSupport>,
@@ -387,34 +390,71 @@ pub fn run(
         max_layer_ratio: o.max_layer_ratio,
         round_to: o.round_to,
     };
+    if matches!(o.target, Target::Flops | Target::Latency)
+        && before.flops.is_none()
+        && o.plan_in.is_none()
+    {
+        let t = if o.target == Target::Flops {
+            "flops"
+        } else {
+            "latency"
+        };
+        return Err(Error::Usage(format!(
+            "--target {t} needs FLOPs of the model, which could not be counted at the held-out input shapes"
+        )));
+    }
+    let vopts = ValidateOptions {
+        device: o.device,
+        threads: o.threads,
+        latency_runs: o.latency_runs,
+        latency_batch: o.latency_batch,
+    };
+    let denominators = (
+        prunable as f64,
+        before.params as f64,
+        before.flops.unwrap_or(0) as f64,
+    );
     let mut planned_implants = None;
+    let mut latency_search = Vec::new();
     let (removed, shortfall) = match &o.plan_in {
         Some(p) => {
             let (r, i) = p.removal(g, &a)?;
             planned_implants = Some(i);
             (r, None)
         }
-        None => {
-            let al = allocate(
-                g,
+        None if o.target == Target::Latency => {
+            let t = std::time::Instant::now();
+            let s = super::latency::search(
+                model,
                 &a,
+                &probe,
                 &rank,
-                (
-                    prunable as f64,
-                    before.params as f64,
-                    before.flops.unwrap_or(0) as f64,
-                ),
+                denominators,
                 &alloc_opts,
-            );
+                &data.eval,
+                &vopts,
+                &mut |d, t| progress("latency search", d, t),
+            )?;
+            seconds.insert("latency search".into(), t.elapsed().as_secs_f64());
+            latency_search = s.steps;
+            (s.removed, s.shortfall)
+        }
+        None => {
+            let al = allocate(g, &a, &rank, denominators, &alloc_opts);
             (al.removed, al.shortfall)
         }
     };
-    if o.target == Target::Flops && before.flops.is_none() && o.plan_in.is_none() {
-        return Err(Error::Usage("--target flops needs FLOPs of the model, which could not be counted at the held-out input shapes".into()));
-    }
+    let implant_ratio = if o.target == Target::Latency && o.plan_in.is_none() {
+        if o.implant_ratio.is_some_and(|r| r > 0.0) {
+            warnings.push("--target latency: no implants (each adds a conv and a Concat the search did not time)".into());
+        }
+        None
+    } else {
+        o.implant_ratio
+    };
     // Implants: the band just above the threshold is recomputed by 1×1 convs, not removed.
     let mut removed = removed;
-    let implants = match (planned_implants, o.implant_ratio) {
+    let implants = match (planned_implants, implant_ratio) {
         (Some(p), _) => p,
         (None, Some(r)) if r > 0.0 => super::implant::choose(g, &a, &removed, &rank, r, o.round_to),
         _ => Vec::new(),
@@ -429,12 +469,6 @@ pub fn run(
         return Err(Error::Usage("implants are fitted by the compensation pass: drop --no-compensation or give --no-implant".into()));
     }
     let dense_bytes = model.source.proto.encode_to_vec();
-    let vopts = ValidateOptions {
-        device: o.device,
-        threads: o.threads,
-        latency_runs: o.latency_runs,
-        latency_batch: o.latency_batch,
-    };
     let ctx = AttemptCtx {
         model,
         a: &a,
@@ -568,7 +602,7 @@ pub fn run(
     let denom = match o.target {
         Target::Prunable => prunable as f64,
         Target::Params => before.params as f64,
-        Target::Flops => before.flops.unwrap_or(1) as f64,
+        Target::Flops | Target::Latency => before.flops.unwrap_or(1) as f64,
     }
     .max(1.0);
     let params_removed = before.params as f64 - after.params as f64;
@@ -576,10 +610,11 @@ pub fn run(
         .flops
         .zip(after.flops)
         .map(|(b, a)| b as f64 - a as f64);
-    let achieved = match o.target {
-        Target::Flops => flops_removed.unwrap_or(0.0),
-        _ => params_removed,
-    } / denom;
+    let achieved = match (o.target, &validation.latency) {
+        (Target::Latency, Some(l)) => 1.0 - l.ratio,
+        (Target::Flops | Target::Latency, _) => flops_removed.unwrap_or(0.0) / denom,
+        _ => params_removed / denom,
+    };
     if let Some(l) = &validation.latency
         && l.ratio > 0.95
     {
@@ -627,6 +662,7 @@ pub fn run(
         exact,
         warnings,
         partial,
+        latency_search,
         seconds,
         peak_rss_bytes: crate::memory::peak_rss_bytes(),
     };
@@ -799,6 +835,7 @@ impl Report {
             Target::Prunable => "prunable-layer params",
             Target::Params => "model params",
             Target::Flops => "model FLOPs",
+            Target::Latency => "onnxruntime latency",
         };
         let _ = writeln!(
             o,
@@ -810,6 +847,14 @@ impl Report {
                 .map(|s| format!(" ({s})"))
                 .unwrap_or_default()
         );
+        if !self.latency_search.is_empty() {
+            let steps: Vec<String> = self
+                .latency_search
+                .iter()
+                .map(|s| format!("{} → {:.2}×", pct(s.flops_target), s.ratio))
+                .collect();
+            let _ = writeln!(o, "search    FLOPs target → latency: {}", steps.join(", "));
+        }
         let _ = writeln!(
             o,
             "params    {} → {} (−{})",

@@ -76,17 +76,38 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn time_runs(s: &mut OrtSession, feeds: &Feeds<f32>, runs: usize) -> Result<f64> {
-    for _ in 0..3 {
+/// Median milliseconds of `runs` timings of each model, measured alone: in rounds, each model
+/// gets a fresh session, an untimed warm-up run and a block of timed runs, and is dropped before
+/// the other's turn. Two live sessions interfere through onnxruntime's spinning worker threads
+/// (the dense ResNet fixture measured 6.7 ms next to a live pruned session, 2.7 ms alone), and
+/// rounds share drifts in the machine's load between both models.
+pub fn time_pair(
+    a: &[u8],
+    b: &[u8],
+    dir: Option<&Path>,
+    o: &ValidateOptions,
+    feeds: &Feeds<f32>,
+) -> Result<(f64, f64)> {
+    const BLOCK: usize = 5;
+    let timed = |m: &[u8], n: usize, t: &mut Vec<f64>| -> Result<()> {
+        let mut s = OrtSession::new(m, dir, o.device, o.threads)?;
         s.run(feeds)?;
+        for _ in 0..n {
+            let t0 = std::time::Instant::now();
+            s.run(feeds)?;
+            t.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(())
+    };
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    let mut left = o.latency_runs.max(1);
+    while left > 0 {
+        let n = left.min(BLOCK);
+        timed(a, n, &mut ta)?;
+        timed(b, n, &mut tb)?;
+        left -= n;
     }
-    let mut t = Vec::with_capacity(runs);
-    for _ in 0..runs.max(1) {
-        let t0 = std::time::Instant::now();
-        s.run(feeds)?;
-        t.push(t0.elapsed().as_secs_f64() * 1e3);
-    }
-    Ok(median(t))
+    Ok((median(ta), median(tb)))
 }
 
 pub struct ValidateOptions {
@@ -193,8 +214,8 @@ pub fn validate(
     let latency = if o.latency_runs > 0 {
         let b = o.latency_batch.clamp(1, samples);
         let feeds = crate::calib::head(eval, b)?;
-        let dense_ms = time_runs(&mut sd, &feeds, o.latency_runs)?;
-        let pruned_ms = time_runs(&mut sp, &feeds, o.latency_runs)?;
+        std::mem::drop((sd, sp));
+        let (dense_ms, pruned_ms) = time_pair(dense, pruned, dir, o, &feeds)?;
         Some(Latency {
             batch: b,
             threads: o.threads,
