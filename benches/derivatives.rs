@@ -67,6 +67,7 @@ fn main() {
             value: g.outputs[0],
             labels: labels.clone(),
             kind: OutputKind::Logits,
+            temperature: 1.0,
         };
         let mut wrt: Vec<usize> = g
             .weights

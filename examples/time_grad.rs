@@ -25,6 +25,7 @@ fn main() {
         value: g.outputs[0],
         labels,
         kind: OutputKind::Logits,
+        temperature: 1.0,
     };
     let mut wrt: Vec<usize> = g
         .weights

@@ -131,6 +131,7 @@ fn objective<S: Real>(
                     value: out,
                     labels: l.to_vec(),
                     kind: OutputKind::detect(&y),
+                    temperature: 1.0,
                 },
                 "cross-entropy".into(),
             )

@@ -323,6 +323,14 @@ fn fixture_gradients_hvps_and_gauss_newton() {
                 value: out,
                 labels: labels.clone(),
                 kind: onnx_prune::autodiff::OutputKind::Logits,
+                temperature: 1.0,
+            },
+            // Tempered, as the pruning-at-initialisation criteria use it.
+            Objective::CrossEntropy {
+                value: out,
+                labels: labels.clone(),
+                kind: onnx_prune::autodiff::OutputKind::Logits,
+                temperature: 7.0,
             },
             Objective::kl_to(out, &dense.mapv(|v| v * 0.5)),
         ];
@@ -453,6 +461,15 @@ fn fixture_gradients_hvps_and_gauss_newton() {
                 vgv >= -1e-9 && (vgv - quad).abs() < 1e-8 * quad.abs().max(1.0),
                 "{name}: vᵀGv {vgv} vs (Jv)ᵀΛJv {quad}"
             );
+            // The outputs are linear in the last layer's weight, so there G = H: an independent
+            // check of Λ (the temperature's 1/T² included).
+            if name != "vit" {
+                let vhv: f64 = hv.iter().zip(&v).map(|(a, b)| (a * b).sum()).sum();
+                assert!(
+                    (vhv - vgv).abs() < 1e-7 * vgv.abs().max(1e-6),
+                    "{name}: last layer vᵀHv {vhv} vs vᵀGv {vgv}"
+                );
+            }
             println!(
                 "{name:<10} {:<14} grad ✓  H·v max err {worst:.1e}  vᵀGv = {vgv:.4e}",
                 if matches!(obj, Objective::Kl { .. }) {
@@ -514,6 +531,7 @@ fn jvp_matches_finite_differences_and_micro_batches_agree() {
         value: out,
         labels,
         kind: onnx_prune::autodiff::OutputKind::Logits,
+        temperature: 1.0,
     };
     let small = Curvature::<f64>::new(g, 2).unwrap();
     let (l2, g2) = small.gradient(&feeds, &obj, &wrt).unwrap();
@@ -554,6 +572,7 @@ fn hutchinson_converges_to_the_exact_block_trace() {
         value: out,
         labels,
         kind: onnx_prune::autodiff::OutputKind::Logits,
+        temperature: 1.0,
     };
     let mut cur = Curvature::<f64>::new(g, 8).unwrap();
     let mut exact = 0.0;

@@ -71,6 +71,7 @@ fn gradients_and_hvps_match_pytorch() {
             value: g.outputs[0],
             labels: labels.clone(),
             kind: OutputKind::Logits,
+            temperature: 1.0,
         };
         let mut cur = Curvature::<f32>::new(g, 8).unwrap();
         let (loss, grad) = cur.gradient(&feeds, &obj, &wrt).unwrap();

@@ -44,11 +44,14 @@ pub type Seeds<S> = Vec<(ValueId, ArrayD<S>)>;
 
 #[derive(Debug, Clone)]
 pub enum Objective {
-    /// Mean cross-entropy of `value` ([N, classes]) against integer labels.
+    /// Mean cross-entropy of `value` ([N, classes]) against integer labels. With logits, the
+    /// softmax is taken of `value / temperature` (1: the plain cross-entropy; the pruning-at-
+    /// initialisation criteria use 200 to keep an untrained model's gradients informative).
     CrossEntropy {
         value: ValueId,
         labels: Vec<i64>,
         kind: OutputKind,
+        temperature: f64,
     },
     /// Mean KL(teacher ‖ model) over rows of `value`; `teacher` holds the teacher's probabilities.
     Kl {
@@ -131,7 +134,9 @@ impl Objective {
                 value,
                 labels,
                 kind,
+                temperature,
             } => Objective::CrossEntropy {
+                temperature: *temperature,
                 value: *value,
                 labels: labels[range.clone()].to_vec(),
                 kind: *kind,
@@ -250,17 +255,24 @@ impl Objective {
         let mut grad = vec![S::zero(); ys.len()];
         let mut total = S::zero();
         match self {
-            Objective::CrossEntropy { labels, kind, .. } => {
+            Objective::CrossEntropy {
+                labels,
+                kind,
+                temperature,
+                ..
+            } => {
+                let inv_t = S::from_f64(1.0 / temperature);
                 for (r, (row, gr)) in ys.chunks(k).zip(grad.chunks_mut(k)).enumerate() {
                     let l = labels[r] as usize;
                     match kind {
                         OutputKind::Logits => {
-                            let (lse, p) = log_softmax(row);
-                            total += lse - row[l];
+                            let z: Vec<S> = row.iter().map(|&v| v * inv_t).collect();
+                            let (lse, p) = log_softmax(&z);
+                            total += lse - z[l];
                             for j in 0..k {
-                                gr[j] = p[j] * inv_n;
+                                gr[j] = p[j] * inv_n * inv_t;
                             }
-                            gr[l] -= inv_n;
+                            gr[l] -= inv_n * inv_t;
                         }
                         OutputKind::Probabilities => {
                             total -= row[l].ln();
@@ -401,6 +413,11 @@ impl Objective {
             Objective::CrossEntropy { kind, .. } | Objective::Kl { kind, .. } => Some(*kind),
             Objective::Mse { .. } | Objective::MseMean { .. } | Objective::Sum(_) => None,
         };
+        // Logits divided by T: Λ(z) = Λ_softmax(z/T) / T², L(z) = L_softmax(z/T) / T.
+        let inv_t = match self {
+            Objective::CrossEntropy { temperature, .. } => S::from_f64(1.0 / temperature),
+            _ => S::one(),
+        };
         // MSELoss's Λ = 2/(N·d)·I; ½‖·‖²/N's is 1/N·I.
         let mse_scale = match self {
             Objective::MseMean { .. } => S::from_f64(2.0 / (y.len() / n).max(1) as f64),
@@ -411,18 +428,19 @@ impl Objective {
             // Softmax cross-entropy: diag(p) − p·pᵀ per row.
             Some(OutputKind::Logits) => {
                 for ((row, ur), or) in ys.chunks(k).zip(usl.chunks(k)).zip(out.chunks_mut(k)) {
-                    let (_, p) = log_softmax(row);
+                    let z: Vec<S> = row.iter().map(|&v| v * inv_t).collect();
+                    let (_, p) = log_softmax(&z);
                     if sqrt {
                         // L = diag(√p) − p·√pᵀ: L·Lᵀ = diag(p) − p·pᵀ since Σp = 1.
                         let s: Vec<S> = p.iter().map(|&v| v.sqrt()).collect();
                         let su: S = s.iter().zip(ur).map(|(&a, &b)| a * b).sum();
                         for j in 0..k {
-                            or[j] = (s[j] * ur[j] - p[j] * su) * inv_n_r;
+                            or[j] = (s[j] * ur[j] - p[j] * su) * inv_n_r * inv_t;
                         }
                     } else {
                         let pu: S = p.iter().zip(ur).map(|(&a, &b)| a * b).sum();
                         for j in 0..k {
-                            or[j] = (p[j] * ur[j] - p[j] * pu) * inv_n;
+                            or[j] = (p[j] * ur[j] - p[j] * pu) * inv_n * inv_t * inv_t;
                         }
                     }
                 }

@@ -115,6 +115,7 @@ pub fn taylor_objective(
                 value: out,
                 labels: l.to_vec(),
                 kind: OutputKind::detect(&y0),
+                temperature: 1.0,
             },
             "cross-entropy with labels".into(),
         ));
@@ -130,6 +131,7 @@ pub fn taylor_objective(
                 value: out,
                 labels: pseudo,
                 kind: OutputKind::detect(&y0),
+                temperature: 1.0,
             },
             "cross-entropy with the dense model's top-1 as labels".into(),
         ));

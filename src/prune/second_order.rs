@@ -99,6 +99,7 @@ pub fn objective(
                 value: out,
                 labels: l.to_vec(),
                 kind: OutputKind::detect(&y0),
+                temperature: 1.0,
             },
             "cross-entropy with labels".into(),
         ));
@@ -267,6 +268,7 @@ pub(crate) fn sampled_label_objective(
             value: out,
             labels: sampled,
             kind,
+            temperature: 1.0,
         }
     } else {
         super::criteria::taylor_objective(g, feeds, None, seed)?.0

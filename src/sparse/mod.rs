@@ -305,6 +305,7 @@ pub fn run(
                         value,
                         labels: l[..fm.min(l.len())].to_vec(),
                         kind: crate::autodiff::OutputKind::detect(&y0),
+                        temperature: 1.0,
                     },
                     "cross-entropy with the labels (empirical Fisher)",
                 )
