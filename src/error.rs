@@ -5,11 +5,9 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    // Not `source`: thiserror would chain it, and `{:#}` would print the cause twice.
+    #[error("{}: {err}", path.display())]
+    Io { path: PathBuf, err: std::io::Error },
     /// The file is not a readable ONNX model (protobuf, external data, structure).
     #[error("{}: {msg}", path.display())]
     BadModel { path: PathBuf, msg: String },
@@ -36,7 +34,7 @@ impl Error {
     pub fn io(path: &Path, source: std::io::Error) -> Self {
         Error::Io {
             path: path.to_path_buf(),
-            source,
+            err: source,
         }
     }
     pub fn bad_model(path: &Path, msg: impl Into<String>) -> Self {

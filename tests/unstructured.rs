@@ -352,3 +352,233 @@ fn woodfisher_on_mlpnet_at_95_percent_beats_magnitude() {
     println!("MLPNet 95 %: magnitude {mag:.3}, woodfisher {wf:.3}");
     assert!(wf > mag + 0.02, "woodfisher {wf} vs magnitude {mag}");
 }
+
+/// The fixture with freshly initialised weights, as a training framework exports it before
+/// training: layer weights uniform in ±√(6/fan_in), biases 0, BatchNorm scale 1, shift 0 and
+/// statistics (0, 1).
+fn untrained(name: &str, seed: u64) -> PathBuf {
+    let bytes = std::fs::read(common::fixtures().join(format!("{name}.onnx"))).unwrap();
+    let mut m = ModelProto::decode(bytes.as_slice()).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let mut rng = common::Rng::new(seed);
+    let mut set: Vec<(String, Box<dyn FnMut(usize, &[i64]) -> f32>)> = Vec::new();
+    for n in &g.node {
+        match n.op_type() {
+            "Conv" | "Gemm" | "MatMul" if n.input.len() > 1 => {
+                set.push((n.input[1].clone(), Box::new(|_, _| 0.0)));
+                if let Some(b) = n.input.get(2) {
+                    set.push((b.clone(), Box::new(|_, _| 0.0)));
+                }
+            }
+            "BatchNormalization" => {
+                for (k, v) in [(1, 1.0), (2, 0.0), (3, 0.0), (4, 1.0)] {
+                    set.push((n.input[k].clone(), Box::new(move |_, _| v)));
+                }
+            }
+            _ => {}
+        }
+    }
+    for t in g.initializer.iter_mut() {
+        let Some((_, f)) = set.iter_mut().find(|(w, _)| w == t.name()) else {
+            continue;
+        };
+        let len: usize = t.dims.iter().product::<i64>() as usize;
+        let layer = t.dims.len() >= 2;
+        let fan_in = if layer {
+            (len / t.dims[0] as usize).max(t.dims[0] as usize).max(1)
+        } else {
+            1
+        };
+        let b = (6.0 / fan_in as f32).sqrt();
+        let vals: Vec<f32> = (0..len)
+            .map(|i| {
+                if layer {
+                    (2.0 * rng.uniform() - 1.0) * b
+                } else {
+                    f(i, &t.dims)
+                }
+            })
+            .collect();
+        t.float_data.clear();
+        t.raw_data = Some(
+            vals.iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>()
+                .into(),
+        );
+    }
+    // One folder per model and seed: `scratch` empties its folder, and tests run in parallel.
+    let p = common::scratch(&format!("untrained-{name}-{seed}")).join("model.onnx");
+    std::fs::write(&p, m.encode_to_vec()).unwrap();
+    p
+}
+
+#[test]
+fn at_init_criteria_mask_untrained_models_exactly() {
+    use onnx_prune::sparse::at_init::{AtInitOptions, InitCriterion};
+    let calib = common::head(
+        onnx_prune::data::read_npz(&common::fixtures().join("mnist_calib.npz")).unwrap(),
+        16,
+    );
+    let labels = onnx_prune::data::read_npy(&common::fixtures().join("mnist_calib_labels.npy"))
+        .unwrap()
+        .to_i64_vec()[..16]
+        .to_vec();
+    for name in ["resnet", "mlp"] {
+        let m = Model::load(&untrained(name, 7)).unwrap();
+        let mut d = data(calib.clone());
+        d.calib_labels = Some(labels.clone());
+        let bn_names: Vec<String> = m
+            .graph
+            .nodes
+            .iter()
+            .filter(|n| n.op_type == "BatchNormalization")
+            .flat_map(|n| [3, 4].map(|k| m.graph.name(n.inputs[k].unwrap()).to_string()))
+            .collect();
+        let run = |criterion: InitCriterion, pattern: Pattern, bn_warmup: bool| {
+            let o = UnstructuredOptions {
+                at_init: Some(AtInitOptions {
+                    criterion,
+                    bn_warmup,
+                    samples: 8,
+                    probes: 2,
+                    synflow_rounds: 10,
+                    ..Default::default()
+                }),
+                ..quick(pattern, MaskKind::Magnitude, Method::None)
+            };
+            sparse::run(&m, &d, &o, &mut |_, _, _| {})
+                .unwrap_or_else(|e| panic!("{name} {criterion} {pattern:?}: {e}"))
+        };
+        for &criterion in <InitCriterion as clap::ValueEnum>::value_variants() {
+            let out = run(criterion, Pattern::Sparsity(0.9), true);
+            // Global top-k by default, exact total, no weight update.
+            check_pattern(&out, Pattern::Sparsity(0.9), Allocation::Global);
+            let r = &out.report;
+            let ai = r.at_init.as_ref().expect("at-init report");
+            assert_eq!(ai.criterion, criterion.to_string());
+            assert_eq!(ai.bn_warmed_up, bn_names.len() / 2, "{name} {criterion}");
+            for row in &r.layers {
+                assert_eq!(
+                    row.pruned == row.params,
+                    r.collapsed.contains(&row.layer),
+                    "{name} {criterion}: collapse flag of {}",
+                    row.layer
+                );
+            }
+            // The warm-up is for scoring only: the written statistics are the untrained ones.
+            let written = weights_of(&out.bytes, &bn_names);
+            let before = weights_of(&std::fs::read(&m.source.path).unwrap(), &bn_names);
+            assert_eq!(
+                written, before,
+                "{name} {criterion}: BatchNorm statistics changed"
+            );
+        }
+        let nm = run(InitCriterion::Snip, Pattern::NM(2, 4), true);
+        check_pattern(&nm, Pattern::NM(2, 4), Allocation::Global);
+        if !bn_names.is_empty() {
+            // Scores of the untrained network depend on the statistics they are taken with.
+            let warm = run(InitCriterion::FisherDiag, Pattern::Sparsity(0.9), true);
+            let cold = run(InitCriterion::FisherDiag, Pattern::Sparsity(0.9), false);
+            assert_ne!(
+                warm.masks, cold.masks,
+                "{name}: the warm-up changed nothing"
+            );
+        }
+    }
+}
+
+#[test]
+fn at_init_cli_writes_the_masked_model_and_its_masks() {
+    let dir = common::scratch("at-init-cli");
+    let input = untrained("resnet", 3);
+    let out = dir.join("masked.onnx");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_onnx-prune"))
+        .args([
+            input.to_str().unwrap(),
+            out.to_str().unwrap(),
+            "--unstructured",
+            "0.8",
+            "--at-init",
+            "hts",
+            "--calib",
+            common::fixtures()
+                .join("mnist_calib_small.npz")
+                .to_str()
+                .unwrap(),
+            "--latency-runs",
+            "0",
+            "--force",
+        ])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("without --labels"), "{text}");
+    let masks = onnx_prune::data::read_npz(&dir.join("masked.masks.npz")).unwrap();
+    assert!(!masks.is_empty());
+    let names: Vec<String> = masks.iter().map(|(n, _)| n.clone()).collect();
+    let ws = weights_of(&std::fs::read(&out).unwrap(), &names);
+    let (mut kept, mut total) = (0usize, 0usize);
+    for ((name, t), (_, shape, w)) in masks.iter().zip(&ws) {
+        assert_eq!(t.shape(), shape.as_slice(), "{name}");
+        let Some(keep) = t.as_bool() else {
+            panic!("{name}: masks are bool arrays")
+        };
+        for (k, v) in keep.iter().zip(w) {
+            if !k {
+                assert_eq!(*v, 0.0, "{name}: a masked weight is not zero");
+            }
+        }
+        kept += keep.iter().filter(|k| **k).count();
+        total += keep.len();
+    }
+    assert_eq!(
+        total - kept,
+        count(total, 0.8),
+        "80 % of the selected weights masked"
+    );
+    common::onnx_check_files(std::slice::from_ref(&out));
+}
+
+#[test]
+fn the_batchnorm_warm_up_normalises_every_batchnorm_on_the_calibration_data() {
+    let m = Model::load(&untrained("resnet", 11)).unwrap();
+    let calib = common::head(
+        onnx_prune::data::read_npz(&common::fixtures().join("mnist_calib.npz")).unwrap(),
+        64,
+    );
+    let (warm, n) = onnx_prune::sparse::at_init::warm_up_bn(&m.graph, &calib, 16).unwrap();
+    let bns: Vec<&onnx_prune::ir::Node> = warm
+        .nodes
+        .iter()
+        .filter(|n| n.op_type == "BatchNormalization")
+        .collect();
+    assert_eq!(n, bns.len());
+    assert!(n > 0);
+    let values = onnx_prune::interp::Engine::<f32>::exact(&warm)
+        .unwrap()
+        .run_all(calib.clone())
+        .unwrap();
+    // Scale 1 and shift 0: each BatchNorm's output has per-channel mean 0 and variance 1 on
+    // the data its statistics came from (up to epsilon).
+    for bn in bns {
+        let y = values[bn.outputs[0].unwrap()].as_ref().unwrap();
+        let y = y.as_float().unwrap();
+        for (c, lane) in y.axis_iter(ndarray::Axis(1)).enumerate() {
+            let k = lane.len() as f64;
+            let mean = lane.iter().map(|&v| v as f64).sum::<f64>() / k;
+            let var = lane.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / k;
+            assert!(mean.abs() < 1e-3, "{} channel {c}: mean {mean}", bn.name);
+            assert!(
+                (var - 1.0).abs() < 2e-2 || var < 1e-6,
+                "{} channel {c}: variance {var}",
+                bn.name
+            );
+        }
+    }
+}

@@ -156,9 +156,27 @@ pub struct PruneArgs {
     /// Unstructured: take the mask from a pruned model's zeros (same weight names).
     #[arg(long, value_name = "PRUNED.onnx")]
     pub mask_from: Option<PathBuf>,
-    /// Unstructured/N:M: how the surviving weights are updated.
-    #[arg(long, value_enum, default_value_t = Method::Obs)]
-    pub method: Method,
+    /// Unstructured/N:M: how the surviving weights are updated [default: obs; none with
+    /// --at-init].
+    #[arg(long, value_enum)]
+    pub method: Option<Method>,
+    /// Unstructured/N:M pruning at initialisation: masks for an untrained model from this
+    /// criterion (after a BatchNorm warm-up), written with the masked model as OUT.masks.npz.
+    #[arg(long, value_enum, value_name = "CRITERION")]
+    pub at_init: Option<onnx_prune::sparse::at_init::InitCriterion>,
+    /// --at-init: logit temperature of grasp, hutch-diag, hutch-pruning and hts.
+    #[arg(long, default_value_t = 200.0)]
+    pub temperature: f64,
+    /// --at-init: score with the initial BatchNorm statistics (no re-estimation).
+    #[arg(long)]
+    pub no_bn_warmup: bool,
+    /// --at-init synflow: pruning rounds of the exponential schedule.
+    #[arg(long, default_value_t = 100)]
+    pub synflow_rounds: usize,
+    /// Unstructured/N:M: also write the keep-masks (weight name → bool, the weight's shape) to
+    /// this .npz (--at-init: default OUT.masks.npz).
+    #[arg(long, value_name = "MASKS.npz")]
+    pub masks_out: Option<PathBuf>,
     /// Unstructured: the same sparsity per layer (default) or one threshold over all layers.
     #[arg(long, value_enum)]
     pub allocation: Option<Allocation>,
@@ -551,7 +569,21 @@ fn run_sparse(a: PruneArgs, threads: usize, input: PathBuf, output: PathBuf) -> 
         pattern,
         mask: a.mask,
         mask_from,
-        method: a.method,
+        method: a.method.unwrap_or(if a.at_init.is_some() {
+            Method::None
+        } else {
+            Method::Obs
+        }),
+        at_init: a
+            .at_init
+            .map(|criterion| onnx_prune::sparse::at_init::AtInitOptions {
+                criterion,
+                temperature: a.temperature,
+                bn_warmup: !a.no_bn_warmup,
+                samples: a.fisher_samples.max(1),
+                probes: a.probes.max(1),
+                synflow_rounds: a.synflow_rounds.max(1),
+            }),
         allocation: a.allocation,
         selection: onnx_prune::sparse::layers::Selection {
             skip_first_last: !a.no_skip_first_last,
@@ -588,7 +620,26 @@ fn run_sparse(a: PruneArgs, threads: usize, input: PathBuf, output: PathBuf) -> 
     print!("{}", out.report.render(&output.display().to_string()));
     print_memory(out.report.peak_rss_bytes);
     write_json(&a.report, "report", &out.report)?;
-    gate_and_save(&a, &out.report.validation, &m, &out.model, &output)
+    gate_and_save(&a, &out.report.validation, &m, &out.model, &output)?;
+    let masks = a.masks_out.clone().or_else(|| {
+        a.at_init
+            .is_some()
+            .then(|| output.with_extension("masks.npz"))
+    });
+    if let Some(p) = masks {
+        let t: Vec<(String, onnx_prune::tensor::Tensor<f32>)> = out
+            .masks
+            .iter()
+            .map(|(name, shape, keep)| {
+                let arr = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), keep.clone())
+                    .expect("mask sized as its weight");
+                (name.clone(), onnx_prune::tensor::Tensor::bool(arr))
+            })
+            .collect();
+        onnx_prune::data::write_npz(&p, &t)?;
+        println!("masks     {} ({} weights)", p.display(), t.len());
+    }
+    Ok(())
 }
 
 fn print_memory(peak: Option<u64>) {

@@ -5,6 +5,7 @@
 //! The output is the same graph with exact zeros in the pruned weights (and re-estimated
 //! BatchNorm statistics), validated in onnxruntime like the structured pass.
 
+pub mod at_init;
 pub mod layers;
 pub mod layerwise;
 pub mod mask;
@@ -85,6 +86,9 @@ pub struct UnstructuredOptions {
     pub latency_runs: usize,
     pub latency_batch: usize,
     pub command: String,
+    /// Pruning at initialisation: masks from the PaI criteria, no weight update, no BatchNorm
+    /// recalibration (`--at-init`).
+    pub at_init: Option<at_init::AtInitOptions>,
 }
 
 impl Default for UnstructuredOptions {
@@ -115,6 +119,7 @@ impl Default for UnstructuredOptions {
             latency_runs: 10,
             latency_batch: 32,
             command: String::new(),
+            at_init: None,
         }
     }
 }
@@ -147,6 +152,11 @@ pub struct LayerRow {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// Set for `--at-init`: the criterion and how it was computed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at_init: Option<at_init::AtInitReport>,
+    /// Layers left without any weight (layer collapse).
+    pub collapsed: Vec<String>,
     pub mode: String,
     pub mask: String,
     pub method: String,
@@ -229,6 +239,25 @@ fn ones(keep: &[bool]) -> Vec<f64> {
 }
 
 fn check(o: &UnstructuredOptions) -> Result<()> {
+    if let Some(ai) = &o.at_init {
+        if o.method != Method::None {
+            return Err(Error::Usage(format!(
+                "--at-init masks a model for training: it takes no weight update (--method none, not {})",
+                o.method
+            )));
+        }
+        if o.mask_from.is_some() {
+            return Err(Error::Usage(
+                "--at-init computes the masks: drop --mask-from".into(),
+            ));
+        }
+        if !(ai.temperature.is_finite() && ai.temperature > 0.0) {
+            return Err(Error::Usage(format!(
+                "--temperature {} must be > 0",
+                ai.temperature
+            )));
+        }
+    }
     match o.pattern {
         Pattern::Sparsity(s) if !(0.0..1.0).contains(&s) => {
             return Err(Error::Usage(format!(
@@ -286,13 +315,25 @@ pub fn run(
     }
     // Uniform by default: a global threshold over the diagonal saliencies measured worse on
     // every fixture (ResNet 80 %, fisher-diag + obs: 82.2 % global vs 88.6 % uniform).
-    let alloc = o.allocation.unwrap_or(Allocation::Uniform);
+    // At initialisation the reference code ranks all layers together (global top-k), unguarded:
+    // a layer the criterion empties is flagged as collapsed.
+    let alloc = o.allocation.unwrap_or(if o.at_init.is_some() {
+        Allocation::Global
+    } else {
+        Allocation::Uniform
+    });
+    let max_layer = if o.at_init.is_some() {
+        1.0
+    } else {
+        o.max_layer_sparsity
+    };
     let n_all = batch_size(&data.calib)?;
     let n = n_all.min(o.samples.max(1));
     let calib = crate::calib::head(&data.calib, n)?;
 
     // WoodFisher's per-sample gradients, at the dense weights, once for every layer.
     let mut objective = None;
+    let mut at_init_report = None;
     let fisher_grads = if o.mask == MaskKind::Woodfisher || o.method == Method::Woodfisher {
         let f = crate::calib::head(&data.calib, o.fisher.samples.max(1))?;
         let fm = batch_size(&f)?;
@@ -355,6 +396,24 @@ pub fn run(
             );
         }
         Some(v)
+    } else if let Some(ai) = &o.at_init {
+        let (m, r) = at_init::masks(
+            g,
+            &targets,
+            ai,
+            &data.calib,
+            data.calib_labels.as_deref(),
+            o.pattern,
+            alloc,
+            max_layer,
+            o.seed,
+            o.micro_batch.min(16),
+            &mut warnings,
+            progress,
+        )?;
+        objective.clone_from(&r.objective);
+        at_init_report = Some(r);
+        Some(m)
     } else if o.mask == MaskKind::Obs {
         None
     } else {
@@ -419,13 +478,7 @@ pub fn run(
                 )?,
             }
         };
-        Some(mask::select(
-            &sal,
-            &targets,
-            o.pattern,
-            alloc,
-            o.max_layer_sparsity,
-        ))
+        Some(mask::select(&sal, &targets, o.pattern, alloc, max_layer))
     };
     seconds.insert("masks".into(), t0.elapsed().as_secs_f64());
 
@@ -628,7 +681,7 @@ pub fn run(
     // BatchNorm statistics of the pruned network, in graph order.
     let t2 = std::time::Instant::now();
     let mut bns = 0;
-    if o.bn_recalibrate {
+    if o.bn_recalibrate && o.at_init.is_none() {
         let first = targets.iter().map(|t| t.node).min().unwrap_or(0);
         for (i, nd) in g.nodes.iter().enumerate().skip(first + 1) {
             if !matches!(nd.op, Ok(Op::BatchNorm { .. })) {
@@ -717,10 +770,27 @@ pub fn run(
                 .into(),
         );
     }
+    // A layer with no weight left cuts the network: the model cannot train through it.
+    let collapsed: Vec<String> = rows_out
+        .iter()
+        .filter(|r| r.pruned == r.params)
+        .map(|r| r.layer.clone())
+        .collect();
+    if !collapsed.is_empty() {
+        warnings.push(format!(
+            "layer collapse: {} left without any weight ({}); lower the sparsity, keep the BatchNorm warm-up, or use --allocation uniform",
+            collapsed.len(),
+            collapsed.join(", ")
+        ));
+    }
     let report = Report {
+        at_init: at_init_report,
+        collapsed,
         mode,
         mask: if o.mask_from.is_some() {
             "from a pruned model (--mask-from)".into()
+        } else if let Some(ai) = &o.at_init {
+            format!("at-init {}", ai.criterion)
         } else {
             o.mask.to_string()
         },
