@@ -351,19 +351,80 @@ fn partial_support_prunes_around_nodes_the_interpreter_cannot_run() {
     assert!(dims(pg, &stem).unwrap()[0] < dims(g0, &stem).unwrap()[0]);
     common::onnx_check_files(std::slice::from_ref(&out));
 
-    // The unstructured pass needs the interpreter everywhere, and says what does work.
+    // The unstructured pass works on onnxruntime's layer inputs: masks and the OBS update are
+    // layer-wise; SNOWS (HVPs through the graph) falls back to the OBS update, named.
     let out2 = dir().join("partial-sparse.onnx");
+    let report2 = dir().join("partial-sparse.json");
+    let o = run(&[
+        s(&p),
+        s(&out2),
+        "--unstructured",
+        "0.5",
+        "--method",
+        "snows",
+        "--calib",
+        s(&calib),
+        "--latency-runs",
+        "0",
+        "--report",
+        s(&report2),
+    ]);
+    let err = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("partial support") && err.contains("snows"),
+        "{err}"
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report2).unwrap()).unwrap();
+    assert_eq!(r["method"], "obs");
+    assert!(
+        r["partial"]["unsupported"]
+            .as_str()
+            .unwrap()
+            .contains("Shrink")
+    );
+    assert!(r["batchnorms_recalibrated"].as_u64().unwrap() > 0);
+    let layers = r["layers"].as_array().unwrap();
+    assert!(layers.len() > 3);
+    let pruned = ModelProto::decode(std::fs::read(&out2).unwrap().as_slice()).unwrap();
+    let pg = pruned.graph.as_ref().unwrap();
+    let written = onnx_prune::ir::Model::load(&out2).unwrap();
+    for l in layers {
+        let (params, cut) = (l["params"].as_u64().unwrap(), l["pruned"].as_u64().unwrap());
+        assert!((cut as f64 - params as f64 / 2.0).abs() <= 1.0, "{l}");
+        // The least-squares update does better than the mask alone on the inputs it saw.
+        let (masked, after) = (
+            l["error_masked"].as_f64().unwrap(),
+            l["error_after"].as_f64().unwrap(),
+        );
+        assert!(after <= masked + 1e-9, "{l}");
+        let w = &written.graph.weights[&written.graph.by_name[l["weight"].as_str().unwrap()]];
+        let zeros = w.tensor.to_f64_vec().iter().filter(|v| **v == 0.0).count();
+        assert!(zeros as u64 >= cut, "{l}");
+    }
+    let kept: Vec<&NodeProto> = pg.node.iter().filter(|n| n.op_type() == "Shrink").collect();
+    assert_eq!(kept, vec![&shrink]);
+    common::onnx_check_files(std::slice::from_ref(&out2));
+
+    // Pruning at initialisation scores through the whole graph: refused, with the op named.
+    let out3 = dir().join("partial-at-init.onnx");
     fails(
         &[
             s(&p),
-            s(&out2),
+            s(&out3),
             "--unstructured",
-            "0.5",
+            "0.9",
+            "--at-init",
+            "snip",
             "--calib",
             s(&calib),
         ],
-        &["Shrink", "--structured prunes around"],
-        Some(&out2),
+        &["Shrink", "--at-init snip"],
+        Some(&out3),
     );
 }
 

@@ -353,6 +353,9 @@ fn woodfisher_on_mlpnet_at_95_percent_beats_magnitude() {
     assert!(wf > mag + 0.02, "woodfisher {wf} vs magnitude {mag}");
 }
 
+/// A tensor's new value from (element index, dims).
+type Init = Box<dyn FnMut(usize, &[i64]) -> f32>;
+
 /// The fixture with freshly initialised weights, as a training framework exports it before
 /// training: layer weights uniform in ±√(6/fan_in), biases 0, BatchNorm scale 1, shift 0 and
 /// statistics (0, 1).
@@ -361,7 +364,7 @@ fn untrained(name: &str, seed: u64) -> PathBuf {
     let mut m = ModelProto::decode(bytes.as_slice()).unwrap();
     let g = m.graph.as_mut().unwrap();
     let mut rng = common::Rng::new(seed);
-    let mut set: Vec<(String, Box<dyn FnMut(usize, &[i64]) -> f32>)> = Vec::new();
+    let mut set: Vec<(String, Init)> = Vec::new();
     for n in &g.node {
         match n.op_type() {
             "Conv" | "Gemm" | "MatMul" if n.input.len() > 1 => {

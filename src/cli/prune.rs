@@ -556,12 +556,8 @@ fn run_sparse(a: PruneArgs, threads: usize, input: PathBuf, output: PathBuf) -> 
     };
     check_output(&a, &input, &output)?;
     let m = super::super::load(&input)?;
-    m.graph.check_supported().map_err(|e| match e {
-        onnx_prune::Error::Unsupported(s) => onnx_prune::Error::Unsupported(format!(
-            "{s}; --unstructured and --nm need the interpreter on the whole graph (--structured prunes around such nodes)"
-        )),
-        e => e,
-    })?;
+    // Nodes the interpreter cannot run: the pass works on onnxruntime's layer inputs
+    // (sparse::partial_support).
     m.graph.check_finite()?;
     let data = data(&m, &a)?;
     let mask_from = a.mask_from.as_ref().map(|p| masks_from(p)).transpose()?;

@@ -225,6 +225,14 @@ pub(crate) struct Network<'g> {
 }
 
 impl<'g> Network<'g> {
+    /// `g` with no weight replaced.
+    pub(crate) fn dense(g: &'g Graph) -> Self {
+        Network {
+            g,
+            weights: HashMap::new(),
+        }
+    }
+
     /// `sub` (a graph or sub-graph of `g`) with this network's replaced weights.
     pub(crate) fn apply_to(&self, mut sub: Graph) -> Graph {
         for (id, t) in &self.weights {

@@ -384,6 +384,9 @@ pub fn masks(
     Ok((select(&scores, pattern), report))
 }
 
+/// Keep-masks from per-layer scores under a pattern (the run's allocation and guards).
+type Select<'a> = &'a dyn Fn(&[ArrayD<f64>], Pattern) -> Vec<Vec<bool>>;
+
 /// SynFlow (Tanaka et al., 2020): with every weight of the layers and norms replaced by its
 /// absolute value and an all-ones input, the score of θ is θ·∂R/∂θ, R = Σ outputs; masked
 /// weights stay masked, and the kept density shrinks as d^(k/rounds) over the rounds. f64:
@@ -394,7 +397,7 @@ fn synflow(
     calib: &Feeds<f32>,
     rounds: usize,
     pattern: Pattern,
-    select: &dyn Fn(&[ArrayD<f64>], Pattern) -> Vec<Vec<bool>>,
+    select: Select<'_>,
     progress: &mut dyn FnMut(&str, usize, usize),
 ) -> Result<Vec<Vec<bool>>> {
     let mut ga = g.clone();

@@ -23,20 +23,27 @@ pub struct Stats {
     pub samples: usize,
 }
 
-/// The layer's input on batch `f`: the only output of a prefix sub-graph.
-fn layer_input(e: &Engine<f32>, f: &Feeds<f32>) -> Result<ndarray::ArrayD<f32>> {
-    e.run(f.clone())?
-        .remove(0)
-        .as_float()
-        .map(|a| a.to_owned())
-        .ok_or_else(|| Error::Runtime("a layer input is not float".into()))
+/// Where a layer's input on one batch comes from: the interpreter on a prefix sub-graph whose
+/// only output it is, or onnxruntime (`super::ort_inputs`, partial support).
+pub(crate) trait LayerInput {
+    fn input(&self, f: &Feeds<f32>) -> Result<ndarray::ArrayD<f32>>;
+}
+
+impl LayerInput for Engine<'_, f32> {
+    fn input(&self, f: &Feeds<f32>) -> Result<ndarray::ArrayD<f32>> {
+        self.run(f.clone())?
+            .remove(0)
+            .as_float()
+            .map(|a| a.to_owned())
+            .ok_or_else(|| Error::Runtime("a layer input is not float".into()))
+    }
 }
 
 /// Per-group statistics of a grouped conv: group g's output rows read only its own input
 /// channels, so each group is an ungrouped conv on its slice of the input.
 pub(crate) fn gather_grouped(
-    current: &Engine<f32>,
-    dense: &Engine<f32>,
+    current: &dyn LayerInput,
+    dense: &dyn LayerInput,
     batches: &[Feeds<f32>],
     layer: &Layer,
     w_dense: &[f64],
@@ -72,7 +79,7 @@ pub(crate) fn gather_grouped(
         })
         .collect();
     for f in batches {
-        let (xp, xd) = (layer_input(current, f)?, layer_input(dense, f)?);
+        let (xp, xd) = (current.input(f)?, dense.input(f)?);
         for (gi, st) in out.iter_mut().enumerate() {
             let sl = |x: &ndarray::ArrayD<f32>| {
                 x.slice_axis(
@@ -112,8 +119,8 @@ impl Stats {
     /// Gathers the statistics: `current` computes the layer's input in the network as pruned so
     /// far, `dense` in the original one; `w_dense` are the original rows.
     pub(crate) fn gather(
-        current: &Engine<f32>,
-        dense: &Engine<f32>,
+        current: &dyn LayerInput,
+        dense: &dyn LayerInput,
         batches: &[Feeds<f32>],
         layer: &Layer,
         w_dense: &[f64],
@@ -124,7 +131,7 @@ impl Stats {
         let mut cross = vec![0.0f64; rows * k];
         let (mut tnorm, mut samples) = (0.0, 0usize);
         for f in batches {
-            let (xp, xd) = (layer_input(current, f)?, layer_input(dense, f)?);
+            let (xp, xd) = (current.input(f)?, dense.input(f)?);
             let (cp, kp, np) = columns(&layer.op, &xp, &layer.w_shape, budget)?;
             let (cd, _, nd) = columns(&layer.op, &xd, &layer.w_shape, budget)?;
             if kp != k || np != nd {

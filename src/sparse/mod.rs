@@ -9,6 +9,7 @@ pub mod at_init;
 pub mod layers;
 pub mod layerwise;
 pub mod mask;
+mod ort_inputs;
 pub mod saliency;
 pub mod snows;
 pub mod woodfisher;
@@ -25,6 +26,7 @@ use crate::runtime::Device;
 use crate::tensor::Tensor;
 use crate::validate::gate::{ValidateOptions, Validation, validate};
 use layers::Selection;
+use layerwise::LayerInput;
 use mask::{Allocation, Pattern};
 use prost::Message;
 use saliency::MaskKind;
@@ -152,6 +154,9 @@ pub struct LayerRow {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// Set when the interpreter cannot run the whole graph: what was switched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partial: Option<PartialSupport>,
     /// Set for `--at-init`: the criterion and how it was computed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub at_init: Option<at_init::AtInitReport>,
@@ -238,6 +243,89 @@ fn ones(keep: &[bool]) -> Vec<f64> {
     keep.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect()
 }
 
+/// What a run on a graph with nodes the interpreter cannot run (partial support) changes.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartialSupport {
+    /// The ops the interpreter does not run, with counts and reasons.
+    pub unsupported: String,
+    /// The choices replaced because they need the interpreter on the whole graph.
+    pub disabled: Vec<String>,
+}
+
+/// With nodes the interpreter cannot run, the layer-wise parts still work, on layer inputs from
+/// onnxruntime: magnitude and OBS masks (or `--mask-from`), no update or the OBS update,
+/// BatchNorm re-estimation. What needs gradients or HVPs through the graph is replaced by its
+/// layer-wise counterpart and named. `None` when the interpreter runs the whole graph.
+fn partial_support(
+    g: &crate::ir::Graph,
+    o: &UnstructuredOptions,
+    warnings: &mut Vec<String>,
+) -> Result<Option<(PartialSupport, UnstructuredOptions)>> {
+    let Err(e) = g.check_supported() else {
+        return Ok(None);
+    };
+    let unsupported = match e {
+        Error::Unsupported(s) => s,
+        other => other.to_string(),
+    };
+    if let Some(ai) = &o.at_init {
+        return Err(Error::Unsupported(format!(
+            "{unsupported}; --at-init {} scores need the interpreter on the whole graph (--structured prunes around such nodes)",
+            ai.criterion
+        )));
+    }
+    let mut options = o.clone();
+    let mut disabled = Vec::new();
+    if o.mask_from.is_none()
+        && matches!(
+            o.mask,
+            MaskKind::Woodfisher | MaskKind::FisherDiag | MaskKind::HutchinsonDiag
+        )
+    {
+        disabled.push(format!(
+            "mask {}: needs gradients through the whole graph; magnitude used",
+            o.mask
+        ));
+        options.mask = MaskKind::Magnitude;
+    }
+    match o.method {
+        Method::Woodfisher => disabled.push(
+            "method woodfisher: needs per-sample gradients through the whole graph; obs used (layer-wise least squares)"
+                .into(),
+        ),
+        Method::Snows => disabled.push(
+            "method snows: Newton steps on the interpreter's HVPs; obs used (layer-wise least squares, SNOWS' warm start)"
+                .into(),
+        ),
+        Method::None | Method::Obs => {}
+    }
+    if matches!(o.method, Method::Woodfisher | Method::Snows) {
+        options.method = Method::Obs;
+    }
+    warnings.push(format!(
+        "partial support: the interpreter does not run {unsupported}; layer inputs come from onnxruntime (the whole model once per layer and batch){}",
+        if disabled.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; replaced: {}",
+                disabled
+                    .iter()
+                    .map(|d| d.split(':').next().unwrap_or(d))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    ));
+    Ok(Some((
+        PartialSupport {
+            unsupported,
+            disabled,
+        },
+        options,
+    )))
+}
+
 fn check(o: &UnstructuredOptions) -> Result<()> {
     if let Some(ai) = &o.at_init {
         if o.method != Method::None {
@@ -296,10 +384,15 @@ pub fn run(
 ) -> Result<Outcome> {
     check(o)?;
     let g = &model.graph;
-    g.check_supported()?;
     g.check_finite()?;
     let mut seconds = BTreeMap::new();
     let mut warnings = Vec::new();
+    let (partial, replaced) = match partial_support(g, o, &mut warnings)? {
+        Some((p, opts)) => (Some(p), Some(opts)),
+        None => (None, None),
+    };
+    let o = replaced.as_ref().unwrap_or(o);
+    let ort_threads = o.threads;
     let t0 = std::time::Instant::now();
     let (targets, skipped) = layers::select(g, &o.selection);
     if targets.is_empty() {
@@ -505,30 +598,27 @@ pub fn run(
         // Statistics per part: the whole layer, or each group of a grouped conv (rows in
         // consecutive blocks).
         let parts: Vec<layerwise::Stats> = {
-            let prefix = net.apply_to(g.subgraph(&[], &[x])?);
-            let dense_prefix = g.subgraph(&[], &[x])?;
-            let (cur, dense) = (
-                Engine::<f32>::new(&prefix)?,
-                Engine::<f32>::new(&dense_prefix)?,
-            );
-            if t.grouped {
-                layerwise::gather_grouped(
-                    &cur,
-                    &dense,
-                    &only_inputs(&prefix, &batches),
-                    &layer,
-                    &w_dense,
-                    budget,
-                )?
+            let gather = |cur: &dyn LayerInput, dense: &dyn LayerInput, b: &[Feeds<f32>]| {
+                if t.grouped {
+                    layerwise::gather_grouped(cur, dense, b, &layer, &w_dense, budget)
+                } else {
+                    Ok(vec![layerwise::Stats::gather(
+                        cur, dense, b, &layer, &w_dense, budget,
+                    )?])
+                }
+            };
+            if partial.is_some() {
+                let cur = ort_inputs::OrtInput::new(model, &net, x, ort_threads)?;
+                let dense = ort_inputs::OrtInput::new(model, &Network::dense(g), x, ort_threads)?;
+                gather(&cur, &dense, &batches)?
             } else {
-                vec![layerwise::Stats::gather(
-                    &cur,
-                    &dense,
-                    &only_inputs(&prefix, &batches),
-                    &layer,
-                    &w_dense,
-                    budget,
-                )?]
+                let prefix = net.apply_to(g.subgraph(&[], &[x])?);
+                let dense_prefix = g.subgraph(&[], &[x])?;
+                let (cur, dense) = (
+                    Engine::<f32>::new(&prefix)?,
+                    Engine::<f32>::new(&dense_prefix)?,
+                );
+                gather(&cur, &dense, &only_inputs(&prefix, &batches))?
             }
         };
         let order = match o.pattern {
@@ -688,21 +778,24 @@ pub fn run(
                 continue;
             }
             let Some(x) = nd.inputs[0] else { continue };
-            let dense_prefix = g.subgraph(&[], &[x])?;
-            let dense = Engine::<f32>::new(&dense_prefix)?;
-            let prefix = net.apply_to(g.subgraph(&[], &[x])?);
-            let cur = Engine::<f32>::new(&prefix)?;
             let (mut dp, mut cp) = (Vec::new(), Vec::new());
-            for f in &only_inputs(&prefix, &batches) {
-                let one = |e: &Engine<f32>| -> Result<ndarray::ArrayD<f32>> {
-                    Ok(e.run(f.clone())?
-                        .remove(0)
-                        .as_float()
-                        .expect("float")
-                        .to_owned())
-                };
-                dp.push(stats_of(&one(&dense)?));
-                cp.push(stats_of(&one(&cur)?));
+            let mut collect = |cur: &dyn LayerInput, dense: &dyn LayerInput, b: &[Feeds<f32>]| {
+                for f in b {
+                    dp.push(stats_of(&dense.input(f)?));
+                    cp.push(stats_of(&cur.input(f)?));
+                }
+                Result::Ok(())
+            };
+            if partial.is_some() {
+                let cur = ort_inputs::OrtInput::new(model, &net, x, ort_threads)?;
+                let dense = ort_inputs::OrtInput::new(model, &Network::dense(g), x, ort_threads)?;
+                collect(&cur, &dense, &batches)?;
+            } else {
+                let dense_prefix = g.subgraph(&[], &[x])?;
+                let dense = Engine::<f32>::new(&dense_prefix)?;
+                let prefix = net.apply_to(g.subgraph(&[], &[x])?);
+                let cur = Engine::<f32>::new(&prefix)?;
+                collect(&cur, &dense, &only_inputs(&prefix, &batches))?;
             }
             let ((md, vd), (mp, vp)) = (moments(dp.into_iter()), moments(cp.into_iter()));
             recalibrate_bn(g, i, &md, &vd, &mp, &vp, &mut net);
@@ -784,6 +877,7 @@ pub fn run(
         ));
     }
     let report = Report {
+        partial,
         at_init: at_init_report,
         collapsed,
         mode,
