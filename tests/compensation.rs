@@ -201,6 +201,7 @@ fn implants_reproduce_channels_linear_in_the_kept_inputs() {
         group: gi,
         producer: conv,
         units: chans.clone(),
+        rank: None,
     }];
     let o = CompensateOptions {
         refit: true,
@@ -255,6 +256,138 @@ fn implants_reproduce_channels_linear_in_the_kept_inputs() {
         / scale;
     println!("implanted model vs original: max relative difference {err:.2e}");
     assert!(err < 1e-4, "{err}");
+}
+
+/// Max |a − b| / max |b| of the first outputs of two models in onnxruntime.
+fn ort_difference(a: &[u8], b: &[u8], x: &Feeds<f32>) -> f64 {
+    let ya = OrtSession::new(a, None, Device::Cpu, 1)
+        .unwrap()
+        .run(x)
+        .unwrap();
+    let yb = OrtSession::new(b, None, Device::Cpu, 1)
+        .unwrap()
+        .run(x)
+        .unwrap();
+    let (p, q) = (ya[0].1.to_f64_vec(), yb[0].1.to_f64_vec());
+    let scale = q.iter().fold(1e-6f64, |m, v| m.max(v.abs()));
+    p.iter()
+        .zip(&q)
+        .map(|(u, v)| (u - v).abs())
+        .fold(0.0, f64::max)
+        / scale
+}
+
+#[test]
+fn rank_r_implants_reproduce_linear_units_of_that_rank() {
+    // mlp: fc1 (Gemm, transB, W [32, 20]) and fc2 (Gemm, W [32, 24]). Make 8 units of each
+    // rank 2 on their inputs: rank-2 implants must reproduce them exactly, and the rewritten
+    // model (kept rows ‖ MatMul·MatMul/Gemm → Concat, fc1's implanted units last in fc2's
+    // inputs) must equal the modified original in onnxruntime.
+    let mut m = coupling("mlp");
+    let units: Vec<usize> = (0..8).collect();
+    let mut rng = common::Rng::new(5);
+    let mut producers = Vec::new();
+    for (name, trans_b) in [("fc1", true), ("fc2", false)] {
+        let node = m.graph.nodes.iter().position(|n| n.name == name).unwrap();
+        let wid = m.graph.nodes[node].inputs[1].unwrap();
+        let mut wt = m.graph.weights[&wid].tensor.clone();
+        if let onnx_prune::tensor::Data::Float(a) = &mut wt.data {
+            let k = if trans_b { a.shape()[1] } else { a.shape()[0] };
+            let basis: Vec<Vec<f32>> = (0..2)
+                .map(|_| (0..k).map(|_| rng.uniform() - 0.5).collect())
+                .collect();
+            for &c in &units {
+                let (u, v) = (rng.uniform() - 0.5, rng.uniform() - 0.5);
+                for i in 0..k {
+                    let w = u * basis[0][i] + v * basis[1][i];
+                    if trans_b {
+                        a[[c, i]] = w;
+                    } else {
+                        a[[i, c]] = w;
+                    }
+                }
+            }
+        }
+        let gp = m.source.proto.graph.as_mut().unwrap();
+        let pos = gp
+            .initializer
+            .iter()
+            .position(|t| t.name() == m.graph.name(wid))
+            .unwrap();
+        gp.initializer[pos] = rewrite::tensors::with_data(&gp.initializer[pos], &wt);
+        m.graph.weights.get_mut(&wid).unwrap().tensor = wt;
+        producers.push(node);
+    }
+    let g = &m.graph;
+    let feeds = onnx_prune::calib::synthetic(g, &Default::default(), 256, 3).unwrap();
+    let probe = Probe::run(g, common::head(feeds.clone(), 2)).unwrap();
+    let a = analysis::analyze(g, &probe, Default::default());
+    let mut edit = Edit::none(&a);
+    for &p in &producers {
+        let gi = a
+            .groups
+            .iter()
+            .position(|grp| grp.producers == vec![p])
+            .unwrap();
+        assert!(prune::implant::ineligible(g, &a, gi).is_none());
+        let mut imp = prune::implant::implant_for(g, &a, gi, units.clone(), None);
+        assert_eq!(
+            imp.rank,
+            Some(1),
+            "the default rank for 8 units of 20–32 inputs"
+        );
+        imp.rank = Some(2);
+        edit.implants.push(imp);
+    }
+    let o = CompensateOptions {
+        refit: true,
+        bn_recalibrate: false,
+        damp: 1e-10,
+        ..Default::default()
+    };
+    let (w, rep) = compensate(g, &a, &edit, &feeds, &o, &mut |_, _| {}).unwrap();
+    assert_eq!(rep.implants.len(), 2);
+    for row in &rep.implants {
+        println!(
+            "{}: {} relative error {:.2e} ({} params for {})",
+            row.layer, row.kind, row.error, row.params, row.params_replaced
+        );
+        assert_eq!(row.kind, "rank 2");
+        assert!(row.error < 1e-4, "implant error {}", row.error);
+        assert!(row.params < row.params_replaced);
+    }
+    edit.replace = w;
+    let pruned = rewrite::apply(&m, &a, &probe, &edit).unwrap();
+    let ops: Vec<&str> = pruned
+        .graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .map(|n| n.op_type())
+        .collect();
+    assert_eq!(ops.iter().filter(|o| **o == "Concat").count(), 2, "{ops:?}");
+    let bytes = pruned.encode_to_vec();
+    let f = common::scratch("implant").join("rank-implanted.onnx");
+    std::fs::write(&f, &bytes).unwrap();
+    common::onnx_check_files(&[f]);
+    let x = onnx_prune::calib::synthetic(g, &Default::default(), 16, 77).unwrap();
+    let err = ort_difference(&bytes, &m.source.proto.encode_to_vec(), &x);
+    println!("rank-implanted model vs original: max relative difference {err:.2e}");
+    assert!(err < 1e-4, "{err}");
+
+    // At rank 1 the same units are not reproduced: the test can fail.
+    let mut edit1 = Edit::none(&a);
+    edit1.implants = edit.implants.clone();
+    for imp in &mut edit1.implants {
+        imp.rank = Some(1);
+    }
+    let (_, rep1) = compensate(g, &a, &edit1, &feeds, &o, &mut |_, _| {}).unwrap();
+    assert!(
+        rep1.implants.iter().all(|r| r.error > 1e-3),
+        "{:?}",
+        rep1.implants
+    );
 }
 
 #[test]

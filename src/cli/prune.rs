@@ -50,13 +50,18 @@ pub struct PruneArgs {
     #[arg(long)]
     pub sosp_abs_terms: bool,
     /// Neural implants (default with --criterion hap): the most sensitive share of the
-    /// removed channels (--implant-ratio) is recomputed by fitted 1×1 convs instead.
+    /// removed units (--implant-ratio) is recomputed by fitted cheaper layers instead (1×1 convs
+    /// for k×k convs, rank-r factors for linear layers).
     #[arg(long, conflicts_with = "no_implant")]
     pub implant: bool,
     #[arg(long)]
     pub no_implant: bool,
     #[arg(long, default_value_t = 0.1, value_name = "F")]
     pub implant_ratio: f64,
+    /// Rank of linear-layer implants, as a fraction of the implanted units (default: an eighth
+    /// of their parameters, r = max(1, ⌊|S|·k / (8(|S|+k))⌋)).
+    #[arg(long, value_name = "F")]
+    pub implant_rank: Option<f64>,
     /// What --structured is a fraction of.
     #[arg(long, value_enum, default_value_t = Target::Prunable)]
     pub target: Target,
@@ -405,6 +410,14 @@ pub fn run(a: PruneArgs, threads: usize) -> Result<()> {
     if a.round_to == 0 {
         bail!("--round-to must be at least 1");
     }
+    if !(0.0..=1.0).contains(&a.implant_ratio) {
+        bail!("--implant-ratio {} must be in [0, 1]", a.implant_ratio);
+    }
+    if let Some(r) = a.implant_rank
+        && !(r > 0.0 && r <= 1.0)
+    {
+        bail!("--implant-rank {r} must be in (0, 1]: a fraction of the implanted units");
+    }
     check_output(&a, &input, &output)?;
     let m = super::super::load(&input)?;
     m.graph.check_finite()?;
@@ -426,6 +439,7 @@ pub fn run(a: PruneArgs, threads: usize) -> Result<()> {
         backoff_steps: a.backoff_steps.max(1),
         implant_ratio: (!a.no_implant && (a.implant || a.criterion == Criterion::Hap))
             .then_some(a.implant_ratio),
+        implant_rank: a.implant_rank,
         plan_in,
         probes: a.probes.max(1),
         hap_curvature: a.hap_curvature,

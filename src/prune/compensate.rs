@@ -75,9 +75,11 @@ pub struct RefitRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct ImplantRow {
     pub layer: String,
+    /// "1×1 conv", or "rank r" for a linear layer's factor.
+    pub kind: String,
     pub channels: usize,
     pub inputs: usize,
-    /// Parameters of the 1×1 implant and of the k×k filters it replaces.
+    /// Parameters of the implant and of the rows (k×k filters, linear rows) it replaces.
     pub params: usize,
     pub params_replaced: usize,
     /// ‖dense − implant‖ / ‖dense‖ of the implanted channels' outputs on the calibration columns.
@@ -151,7 +153,7 @@ fn consumers(g: &Graph, a: &Analysis, edit: &Edit) -> Vec<Consumer> {
 }
 
 /// Where a layer's bias lives.
-enum Bias {
+pub(crate) enum Bias {
     /// A weight input of the node (Conv B, Gemm C of shape [N] or [1, N]).
     Own(ValueId),
     /// A constant added right after (MatMul + Add(b)).
@@ -170,7 +172,7 @@ fn users(g: &Graph, v: ValueId) -> Vec<usize> {
         .collect()
 }
 
-fn bias_of(g: &Graph, node: usize, cout: usize) -> Bias {
+pub(crate) fn bias_of(g: &Graph, node: usize, cout: usize) -> Bias {
     let n = &g.nodes[node];
     let vec_weight = |v: ValueId| {
         g.weights
@@ -596,6 +598,22 @@ pub fn compensate(
                 report.columns += row.columns;
                 report.refits.push(row);
             }
+            (Step::Implant(imp, w, gone), DenseSide::Outputs(ys)) if imp.rank.is_some() => {
+                let row = super::implant_linear::fit(
+                    g,
+                    &e,
+                    &batches,
+                    ys,
+                    imp,
+                    *w,
+                    gone,
+                    &layers[&imp.producer],
+                    &mut net,
+                    o,
+                    budget,
+                )?;
+                report.implants.push(row);
+            }
             (Step::Implant(imp, w, gone), DenseSide::Outputs(ys)) => {
                 let row = fit_implant(
                     g,
@@ -938,6 +956,7 @@ fn fit_implant(
     }
     Ok(ImplantRow {
         layer: crate::analysis::groups::node_name(g, imp.producer),
+        kind: "1×1 conv".into(),
         channels: s.len(),
         inputs: kept_in.len(),
         params: s.len() * (kept_in.len() + usize::from(matches!(bias, Bias::Own(_)))),

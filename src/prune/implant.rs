@@ -9,9 +9,17 @@
 //! `Conv(1×1, implanted)` → `Concat` on channels, the implanted channels last, every downstream
 //! slice of the group permuted to match.
 //!
-//! Eligible groups: one producer, a Conv with group 1, kernel > 1, same padding, dilation 1,
-//! and channels that reach only order-insensitive ops (elementwise, BatchNorm, pools, consumer
-//! layers): a Concat, Split, Slice or Reshape on the channel axis would see the new order.
+//! Linear layers (MLP hidden units of a Gemm or MatMul) get the rank-r factor instead:
+//! the implanted units' rows of W (on the kept inputs) are replaced by a rank-r product A·B
+//! fitted by reduced-rank regression (`implant_linear`), emitted as `MatMul(x, Bᵀ) → MatMul(·,
+//! Aᵀ)` (a Gemm when the producer has its own bias) concatenated after the producer's kept
+//! outputs on the last axis. r = max(1, ⌊|S|·k / (8(|S| + k))⌋) for |S| units from k inputs:
+//! an eighth of the rows' parameters, as a 1×1 implant is a ninth of a 3×3 filter.
+//!
+//! Eligible groups: one producer — a Conv with group 1, kernel > 1, same padding, dilation 1,
+//! or a Gemm (no transA, alpha = beta = 1) / MatMul with a stored 2-D weight — and units that
+//! reach only order-insensitive ops (elementwise, BatchNorm, pools, consumer layers): a Concat,
+//! Split, Slice or Reshape on the channel axis would see the new order.
 
 use crate::analysis::{Analysis, Fix, GroupKind};
 use crate::ir::op::AutoPad;
@@ -25,17 +33,69 @@ pub struct Implant {
     pub producer: usize,
     /// Implanted units of the group (channel indices of the producer's output).
     pub units: Vec<usize>,
+    /// None: a 1×1 conv implant (Conv producer); Some(r): a rank-r factor (Gemm/MatMul).
+    pub rank: Option<usize>,
+}
+
+/// The rank of a linear implant of `units` rows on `inputs` inputs: an eighth of their
+/// parameters, at least 1.
+pub fn linear_rank(units: usize, inputs: usize) -> usize {
+    (units * inputs / (8 * (units + inputs)).max(1)).max(1)
+}
+
+/// A Gemm (no transA, alpha = beta = 1) or MatMul producer with a stored 2-D weight: its
+/// implant is a rank-r factor. Returns the number of inputs.
+pub fn linear_inputs(g: &Graph, producer: usize) -> Option<usize> {
+    let p = &g.nodes[producer];
+    let trans_b = match &p.op {
+        Ok(Op::Gemm {
+            alpha,
+            beta,
+            trans_a: false,
+            trans_b,
+        }) if *alpha == 1.0 && *beta == 1.0 => *trans_b,
+        Ok(Op::MatMul) => false,
+        _ => return None,
+    };
+    let w = g.weights.get(&p.inputs.get(1).copied().flatten()?)?;
+    let s = w.tensor.shape();
+    (s.len() == 2 && w.tensor.as_float().is_some()).then(|| if trans_b { s[1] } else { s[0] })
+}
+
+/// The implant of `units` of group `gi` (its rank when the producer is linear: `rank` × the
+/// units, or `linear_rank`).
+pub fn implant_for(
+    g: &Graph,
+    a: &Analysis,
+    gi: usize,
+    units: Vec<usize>,
+    rank: Option<f64>,
+) -> Implant {
+    let producer = a.groups[gi].producers[0];
+    let rank = linear_inputs(g, producer).map(|k| match rank {
+        Some(f) => ((f * units.len() as f64).round() as usize).clamp(1, units.len().min(k)),
+        None => linear_rank(units.len(), k),
+    });
+    Implant {
+        group: gi,
+        producer,
+        units,
+        rank,
+    }
 }
 
 /// Why a group cannot take implants, or None when it can.
 pub fn ineligible(g: &Graph, a: &Analysis, gi: usize) -> Option<&'static str> {
     let grp = &a.groups[gi];
-    if grp.kind != GroupKind::Channels || grp.producers.len() != 1 {
-        return Some("not a single-producer channel group");
+    if !matches!(grp.kind, GroupKind::Channels | GroupKind::Features) || grp.producers.len() != 1 {
+        return Some("not a single-producer channel or feature group");
+    }
+    if linear_inputs(g, grp.producers[0]).is_some() {
+        return order_insensitive(g, a, gi);
     }
     let p = &g.nodes[grp.producers[0]];
     let Ok(Op::Conv { window, group }) = &p.op else {
-        return Some("the producer is not a Conv");
+        return Some("the producer is not a Conv, Gemm or MatMul");
     };
     let ws = p
         .inputs
@@ -65,6 +125,12 @@ pub fn ineligible(g: &Graph, a: &Analysis, gi: usize) -> Option<&'static str> {
     if !same {
         return Some("not 'same' padding");
     }
+    order_insensitive(g, a, gi)
+}
+
+/// None when every value carrying the group's units reaches only ops that do not depend on
+/// their order (the implanted units move last).
+fn order_insensitive(g: &Graph, a: &Analysis, gi: usize) -> Option<&'static str> {
     // Every value carrying the group's channels must reach only order-insensitive ops.
     for (v, t) in a.tracks.iter().enumerate() {
         let Some(t) = t else { continue };
@@ -108,6 +174,7 @@ pub fn choose(
     rank: &[Vec<f64>],
     ratio: f64,
     round_to: usize,
+    linear_rank: Option<f64>,
 ) -> Vec<Implant> {
     let total: usize = removed.iter().flatten().filter(|r| **r).count();
     let want = (ratio * total as f64).ceil() as usize;
@@ -151,11 +218,7 @@ pub fn choose(
     per.into_iter()
         .map(|(gi, mut units)| {
             units.sort_unstable();
-            Implant {
-                group: gi,
-                producer: a.groups[gi].producers[0],
-                units,
-            }
+            implant_for(g, a, gi, units, linear_rank)
         })
         .collect()
 }

@@ -6,6 +6,7 @@ pub mod allocate;
 pub mod compensate;
 pub mod criteria;
 pub mod implant;
+pub mod implant_linear;
 pub mod latency;
 pub mod plan;
 pub mod second_order;

@@ -19,9 +19,12 @@ pub struct PlanGroup {
     pub units: usize,
     pub scores: Vec<f64>,
     pub removed: Vec<usize>,
-    /// Units kept as fitted 1×1 implants.
+    /// Units kept as fitted implants (1×1 convs, or a rank-r factor for linear layers).
     #[serde(default)]
     pub implanted: Vec<usize>,
+    /// The rank of a linear implant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub implant_rank: Option<usize>,
     /// Tensor indices removed, per member, for auditing.
     pub removed_indices: Vec<(String, usize, Vec<usize>)>,
 }
@@ -88,6 +91,7 @@ impl Plan {
                         .filter(|i| i.group == gi)
                         .flat_map(|i| i.units.clone())
                         .collect(),
+                    implant_rank: implants.iter().find(|i| i.group == gi).and_then(|i| i.rank),
                     removed_indices: per
                         .into_iter()
                         .map(|((w, ax), mut idx)| {
@@ -172,11 +176,11 @@ impl Plan {
                         pg.id
                     )));
                 }
-                implants.push(super::implant::Implant {
-                    group: gi,
-                    producer: a.groups[gi].producers[0],
-                    units: pg.implanted.clone(),
-                });
+                let mut imp = super::implant::implant_for(g, a, gi, pg.implanted.clone(), None);
+                if let (Some(r), Some(_)) = (pg.implant_rank, imp.rank) {
+                    imp.rank = Some(r.max(1));
+                }
+                implants.push(imp);
             }
         }
         Ok((removed, implants))

@@ -46,6 +46,8 @@ pub struct StructuredOptions {
     /// Neural implants: this share of the removed units (the most sensitive ones) is recomputed
     /// by fitted 1×1 convs instead (None: no implants).
     pub implant_ratio: Option<f64>,
+    /// Rank of linear implants as a fraction of their units (None: `implant::linear_rank`).
+    pub implant_rank: Option<f64>,
     /// Training-free compensation (consumer refit, BatchNorm re-estimation).
     pub compensation: super::compensate::CompensateOptions,
     /// The command line, for the output's metadata.
@@ -74,6 +76,7 @@ impl Default for StructuredOptions {
             hap_curvature: super::second_order::HapCurvature::GaussNewton,
             sosp: Default::default(),
             implant_ratio: Some(0.1),
+            implant_rank: None,
             max_drop: None,
             backoff_steps: 6,
             compensation: Default::default(),
@@ -456,7 +459,9 @@ pub fn run(
     let mut removed = removed;
     let implants = match (planned_implants, implant_ratio) {
         (Some(p), _) => p,
-        (None, Some(r)) if r > 0.0 => super::implant::choose(g, &a, &removed, &rank, r, o.round_to),
+        (None, Some(r)) if r > 0.0 => {
+            super::implant::choose(g, &a, &removed, &rank, r, o.round_to, o.implant_rank)
+        }
         _ => Vec::new(),
     };
     for imp in &implants {
@@ -943,10 +948,14 @@ impl Report {
             let p: usize = c.implants.iter().map(|i| i.params).sum();
             let pr: usize = c.implants.iter().map(|i| i.params_replaced).sum();
             let err = c.implants.iter().map(|i| i.error).sum::<f64>() / c.implants.len() as f64;
+            let mut kinds: Vec<String> = c.implants.iter().map(|i| i.kind.clone()).collect();
+            kinds.sort();
+            kinds.dedup();
             let _ = writeln!(
                 o,
-                "implants  {ch} channels in {} layers recomputed by 1×1 convs ({p} params for the {pr} of their k×k filters; mean relative error {err:.3})",
-                c.implants.len()
+                "implants  {ch} units in {} layers recomputed by cheaper layers ({}: {p} params for the {pr} of the rows they replace; mean relative error {err:.3})",
+                c.implants.len(),
+                kinds.join(", ")
             );
         }
         let _ = writeln!(

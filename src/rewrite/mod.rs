@@ -201,15 +201,20 @@ pub fn apply(model: &Model, a: &Analysis, probe: &Probe, edit: &Edit) -> Result<
     // outputs, see `implant`): every slice of theirs is ordered after the others on its axis,
     // and the producer itself no longer computes them.
     let mut implanted: BTreeMap<(ValueId, usize), BTreeSet<usize>> = BTreeMap::new();
-    let mut producer_rows: BTreeMap<ValueId, BTreeSet<usize>> = BTreeMap::new();
+    let mut producer_rows: BTreeMap<(ValueId, usize), BTreeSet<usize>> = BTreeMap::new();
     for imp in &edit.implants {
         let pw = g.nodes[imp.producer].inputs[1].expect("producer weight");
         let pb = g.nodes[imp.producer].inputs.get(2).copied().flatten();
+        let out_axis = out_axis(&g.nodes[imp.producer].op);
         for &u in &imp.units {
             for s in &a.groups[imp.group].units[u].slices {
-                let own = (s.weight == pw || Some(s.weight) == pb) && s.axis == 0;
+                // A Gemm bias may be [1, N]: its unit axis is its only long one.
+                let own = (s.weight == pw && s.axis == out_axis) || Some(s.weight) == pb;
                 if own {
-                    producer_rows.entry(s.weight).or_default().insert(s.index);
+                    producer_rows
+                        .entry((s.weight, s.axis))
+                        .or_default()
+                        .insert(s.index);
                 } else {
                     implanted
                         .entry((s.weight, s.axis))
@@ -221,7 +226,7 @@ pub fn apply(model: &Model, a: &Analysis, probe: &Probe, edit: &Edit) -> Result<
     }
     let mut touched: BTreeSet<ValueId> = removed.keys().copied().collect();
     touched.extend(edit.replace.keys().copied());
-    touched.extend(producer_rows.keys().copied());
+    touched.extend(producer_rows.keys().map(|k| k.0));
     touched.extend(implanted.keys().map(|k| k.0));
     for &w in &touched {
         let base = edit.replace.get(&w).unwrap_or(&g.weights[&w].tensor);
@@ -229,11 +234,7 @@ pub fn apply(model: &Model, a: &Analysis, probe: &Probe, edit: &Edit) -> Result<
         let mut orders: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         for (axis, &d) in shape.iter().enumerate() {
             let gone = removed.get(&w).and_then(|r| r.get(&axis));
-            let own = if axis == 0 {
-                producer_rows.get(&w)
-            } else {
-                None
-            };
+            let own = producer_rows.get(&(w, axis));
             let late = implanted.get(&(w, axis));
             if gone.is_none() && own.is_none() && late.is_none() {
                 continue;
@@ -253,7 +254,11 @@ pub fn apply(model: &Model, a: &Analysis, probe: &Probe, edit: &Edit) -> Result<
     for imp in &edit.implants {
         implant_nodes.push((
             imp.producer,
-            implant_surgery(model, edit, &removed, imp, &mut m, &mut nodes)?,
+            if imp.rank.is_some() {
+                linear_implant_surgery(model, edit, &removed, &implanted, imp, &mut m, &mut nodes)?
+            } else {
+                implant_surgery(model, edit, &removed, &implanted, imp, &mut m, &mut nodes)?
+            },
         ));
     }
 
@@ -381,6 +386,7 @@ fn implant_surgery(
     model: &Model,
     edit: &Edit,
     removed: &BTreeMap<ValueId, BTreeMap<usize, BTreeSet<usize>>>,
+    implanted: &BTreeMap<(ValueId, usize), BTreeSet<usize>>,
     imp: &crate::prune::implant::Implant,
     m: &mut ModelProto,
     nodes: &mut [NodeProto],
@@ -409,15 +415,8 @@ fn implant_surgery(
     let wa = w.as_float().expect("float");
     let flat = wa.as_standard_layout();
     let flat = flat.as_slice().expect("std");
+    let keep_in = kept_inputs(removed, implanted, pw, 1, ws[1]);
     let cin = ws[1];
-    let keep_in: Vec<usize> = (0..cin)
-        .filter(|i| {
-            !removed
-                .get(&pw)
-                .and_then(|r| r.get(&1))
-                .is_some_and(|s| s.contains(i))
-        })
-        .collect();
     let mut iw = Vec::with_capacity(imp.units.len() * keep_in.len());
     for &c in &imp.units {
         for &i in &keep_in {
@@ -487,6 +486,145 @@ fn implant_surgery(
     };
     set_int(&mut concat, "axis", 1);
     Ok(vec![conv, concat])
+}
+
+/// The producer's output units on its weight: axis 0 ([out, in…]: Conv, Gemm with transB) or
+/// 1 ([in, out]: MatMul, Gemm).
+fn out_axis(op: &std::result::Result<Op, crate::ir::ParseError>) -> usize {
+    match op {
+        Ok(Op::MatMul | Op::Gemm { trans_b: false, .. }) => 1,
+        _ => 0,
+    }
+}
+
+/// The inputs of weight `w` on `axis` that the rewritten model keeps, in its order (units of
+/// implanted groups last, as every slice of theirs is reordered).
+fn kept_inputs(
+    removed: &BTreeMap<ValueId, BTreeMap<usize, BTreeSet<usize>>>,
+    implanted: &BTreeMap<(ValueId, usize), BTreeSet<usize>>,
+    w: ValueId,
+    axis: usize,
+    n: usize,
+) -> Vec<usize> {
+    let gone = removed.get(&w).and_then(|r| r.get(&axis));
+    let late = implanted.get(&(w, axis));
+    let mut keep: Vec<usize> = (0..n)
+        .filter(|i| !gone.is_some_and(|s| s.contains(i)))
+        .collect();
+    keep.sort_by_key(|i| (late.is_some_and(|s| s.contains(i)), *i));
+    keep
+}
+
+/// Splits a linear implant's producer: its output is renamed, `MatMul(x, Bᵀ)` then
+/// `MatMul(·, Aᵀ)` (a Gemm adding the bias when the producer has its own) compute the implanted
+/// units from the same input, a Concat on the last axis joins both under the original name.
+/// A·B are the rank-r rows the compensation fitted, factored again by SVD.
+fn linear_implant_surgery(
+    model: &Model,
+    edit: &Edit,
+    removed: &BTreeMap<ValueId, BTreeMap<usize, BTreeSet<usize>>>,
+    implanted: &BTreeMap<(ValueId, usize), BTreeSet<usize>>,
+    imp: &crate::prune::implant::Implant,
+    m: &mut ModelProto,
+    nodes: &mut [NodeProto],
+) -> Result<Vec<NodeProto>> {
+    use crate::prune::implant_linear::{at, factor};
+    let g = &model.graph;
+    let p = &g.nodes[imp.producer];
+    let op =
+        p.op.clone()
+            .map_err(|_| Error::graph(p.label(), "an implant's producer must run"))?;
+    let pw = p.inputs[1].expect("weight");
+    let w = edit.replace.get(&pw).unwrap_or(&g.weights[&pw].tensor);
+    let ws = w.shape().to_vec();
+    let in_axis = 1 - out_axis(&p.op);
+    let keep_in = kept_inputs(removed, implanted, pw, in_axis, ws[in_axis]);
+    let flat = w.to_f64_vec();
+    let (s, k) = (imp.units.len(), keep_in.len());
+    let mut rows = Vec::with_capacity(s * k);
+    for &c in &imp.units {
+        rows.extend(keep_in.iter().map(|&i| flat[at(&op, &ws, c, i)]));
+    }
+    let r = imp.rank.unwrap_or(1).max(1).min(s).min(k);
+    let (fa, fb) = factor(&rows, s, k, r)?;
+    let dtype = w.dtype;
+    let tensor = |shape: [usize; 2], v: Vec<f32>| {
+        Tensor::float(
+            dtype,
+            ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), v).expect("sized"),
+        )
+    };
+    // Bᵀ [k, r] and Aᵀ [r, s]: x·Bᵀ·Aᵀ = (A·B·xᵀ)ᵀ.
+    let down: Vec<f32> = (0..k * r).map(|q| fb[(q % r) * k + q / r] as f32).collect();
+    let up: Vec<f32> = (0..r * s).map(|q| fa[(q % s) * r + q / s] as f32).collect();
+    let base = if p.name.is_empty() {
+        g.name(p.outputs[0].expect("output")).to_string()
+    } else {
+        p.name.clone()
+    };
+    let out_name = nodes[imp.producer].output[0].clone();
+    let (kept_out, mid, imp_out) = (
+        format!("{out_name}__kept"),
+        format!("{out_name}__implant_low"),
+        format!("{out_name}__implant"),
+    );
+    let (dname, uname) = (format!("{base}/implant.down"), format!("{base}/implant.up"));
+    let gp = m.graph.as_mut().expect("graph");
+    gp.initializer.push(crate::tensor::tensor_to_proto(
+        &tensor([k, r], down),
+        &dname,
+    ));
+    gp.initializer
+        .push(crate::tensor::tensor_to_proto(&tensor([r, s], up), &uname));
+    let own_bias = matches!(op, Op::Gemm { .. })
+        .then(|| p.inputs.get(2).copied().flatten())
+        .flatten();
+    let domain = (!p.proto.domain().is_empty())
+        .then(|| p.proto.domain.clone())
+        .flatten();
+    let low = NodeProto {
+        name: Some(format!("{base}/implant_down")),
+        op_type: Some("MatMul".into()),
+        input: vec![nodes[imp.producer].input[0].clone(), dname],
+        output: vec![mid.clone()],
+        domain: domain.clone(),
+        ..Default::default()
+    };
+    let mut high = NodeProto {
+        name: Some(format!("{base}/implant_up")),
+        op_type: Some("MatMul".into()),
+        input: vec![mid, uname],
+        output: vec![imp_out.clone()],
+        domain: domain.clone(),
+        ..Default::default()
+    };
+    if let Some(b) = own_bias {
+        let bt = edit
+            .replace
+            .get(&b)
+            .unwrap_or(&g.weights[&b].tensor)
+            .to_f64_vec();
+        let bv: Vec<f32> = imp.units.iter().map(|&c| bt[c] as f32).collect();
+        let t = Tensor::float(
+            dtype,
+            ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[s]), bv).expect("sized"),
+        );
+        let bname = format!("{base}/implant.bias");
+        gp.initializer
+            .push(crate::tensor::tensor_to_proto(&t, &bname));
+        high.op_type = Some("Gemm".into());
+        high.input.push(bname);
+    }
+    nodes[imp.producer].output[0] = kept_out.clone();
+    let mut concat = NodeProto {
+        name: Some(format!("{base}/implant_concat")),
+        op_type: Some("Concat".into()),
+        input: vec![kept_out, imp_out],
+        output: vec![out_name],
+        ..Default::default()
+    };
+    set_int(&mut concat, "axis", -1);
+    Ok(vec![low, high, concat])
 }
 
 fn split_fix(

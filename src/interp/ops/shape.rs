@@ -37,7 +37,11 @@ pub fn resolve_reshape(
             d => out.push(d as usize),
         }
     }
-    let known: usize = out.iter().product();
+    // Checked: a hostile spec can name dimensions whose product overflows.
+    let known = out
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| format!("shape {spec:?} has more elements than can be addressed"))?;
     if let Some(i) = infer {
         if known == 0 || !total.is_multiple_of(known) {
             return Err(format!("cannot reshape {input:?} into {spec:?}"));
@@ -560,4 +564,21 @@ pub fn constant_of_shape<S: Real>(
 
 pub fn cast<S: Real>(x: &Tensor<S>, to: DType) -> OpResult<S> {
     Ok(vec![x.cast(to)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve_reshape;
+
+    // Found by the fuzzer (a mutated ViT reshape constant): the product of the requested
+    // dimensions overflowed instead of being refused.
+    #[test]
+    fn a_reshape_whose_dimensions_overflow_is_an_error() {
+        let e = resolve_reshape(&[1, 17, 64], &[-1, 17, i64::MAX / 4, 16], false).unwrap_err();
+        assert!(e.contains("more elements"), "{e}");
+        assert_eq!(
+            resolve_reshape(&[1, 17, 64], &[-1, 17, 4, 16], false).unwrap(),
+            vec![1, 17, 4, 16]
+        );
+    }
 }
