@@ -352,6 +352,7 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
                     }
                 }
                 EngineKind::Ort => OrtSession::from_file(&model, device, threads)?.run(&feeds)?,
+                #[cfg(feature = "tract")]
                 EngineKind::Tract => {
                     let m = load(&model)?;
                     let outs = onnx_prune::runtime::tract::run_file(&model, &feeds)?;
@@ -361,6 +362,12 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
                         .map(|&o| m.graph.name(o).to_string())
                         .zip(outs)
                         .collect()
+                }
+                #[cfg(not(feature = "tract"))]
+                EngineKind::Tract => {
+                    return Err(onnx_prune::Error::Usage(
+                        "this build has no tract (built without the `tract` feature)".into(),
+                    ));
                 }
             };
             write_npz(&out, &outputs)?;
