@@ -24,7 +24,7 @@ if [ ! -f "$DEPS/venv/.done-$ONNX_VERSION-$ORT_VERSION" ]; then
   rm -rf "$DEPS/venv"
   $PY -m venv "$DEPS/venv"
   "$DEPS/venv/bin/pip" install -q --disable-pip-version-check \
-    "onnx==$ONNX_VERSION" "onnxruntime==$ORT_VERSION" "numpy<3" "pillow<13"
+    "onnx==$ONNX_VERSION" "onnxruntime==$ORT_VERSION" "numpy<3" "pillow==12.3.0"
   touch "$DEPS/venv/.done-$ONNX_VERSION-$ORT_VERSION"
 fi
 VPY="$DEPS/venv/bin/python"
