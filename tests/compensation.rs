@@ -120,6 +120,20 @@ fn least_squares_refit_equals_the_closed_form() {
             }
         }
     }
+    // The refit is ridge least squares pulled toward the pruned weights W₀ (kept rows of fc2,
+    // its bias) at the damping λ it chose on held-out columns and reports:
+    // (G + λI) w = C + λ w₀.
+    let lambda = rep.refits[0].damping;
+    assert!(lambda > 0.0 && rep.refits[0].skipped.is_none());
+    for i in 0..k {
+        gram[i * k + i] += lambda;
+    }
+    for o_ in 0..24 {
+        for (t, &j) in kept.iter().enumerate() {
+            cross[o_ * k + t] += lambda * w2[[j, o_]];
+        }
+        cross[o_ * k + k - 1] += lambda * b2[o_];
+    }
     let got_w = w[&w2_id].as_float().unwrap().mapv(|v| v as f64);
     let got_b = w[&b2_id].to_f64_vec();
     let mut worst = 0.0f64;

@@ -70,6 +70,52 @@ pub struct RefitRow {
     pub dead_inputs: usize,
     pub bias: String,
     pub columns: usize,
+    /// Why the layer was left as pruned (too few calibration columns for its inputs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+/// The damping of a refit is chosen on held-out calibration columns (the last quarter of every
+/// micro-batch's rows) among `damp · 10^j`, j < DAMPING_STEPS, and the refit is dropped when no
+/// choice beats the pruned weights there: with few samples the least-squares solution fits the
+/// calibration set's noise (MiniLM at R = 0.5 with 32 sentences: the refit raised the cosine on
+/// the calibration sentences from 0.84 to 0.91 and lowered it on held-out ones from 0.85 to
+/// 0.69).
+const DAMPING_STEPS: i32 = 8;
+
+/// Ridge least squares pulled toward `w0` instead of zero: (G + λI) wᵀ = (C + λ w0)ᵀ with
+/// λ = damp · mean diag G, so heavy damping returns the pruned weights, never worse.
+fn solve_toward(
+    gram: Vec<f64>,
+    cross: &[f64],
+    w0: &[f64],
+    k: usize,
+    rows: usize,
+    damp: f64,
+) -> Result<(Vec<f64>, f64, usize)> {
+    let mean_diag = (0..k).map(|i| gram[i * k + i]).sum::<f64>() / k.max(1) as f64;
+    let lambda = damp * mean_diag.max(1e-12);
+    let pulled: Vec<f64> = cross.iter().zip(w0).map(|(c, w)| c + lambda * w).collect();
+    solve_spd(gram, k, &pulled, rows, damp)
+}
+
+/// ‖y‖² − 2 wᵀc + wᵀGw summed over the rows of `w` (rows × k): the squared error of w on the
+/// columns whose statistics G, C, ‖y‖² are given.
+fn quadratic_error(w: &[f64], gram: &[f64], cross: &[f64], ynorm: f64, k: usize) -> f64 {
+    let mut e = ynorm;
+    for (wr, cr) in w.chunks(k).zip(cross.chunks(k)) {
+        let mut gw = 0.0;
+        for i in 0..k {
+            gw += wr[i]
+                * gram[i * k..(i + 1) * k]
+                    .iter()
+                    .zip(wr)
+                    .map(|(a, b)| a * b)
+                    .sum::<f64>();
+        }
+        e += gw - 2.0 * wr.iter().zip(cr).map(|(a, b)| a * b).sum::<f64>();
+    }
+    e
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -687,6 +733,8 @@ fn refit_layer(
     let wcur = l.rows(&net.get(c.weight));
     let mut gram = vec![0.0f64; k * k];
     let mut cross = vec![0.0f64; cout * k];
+    // The held-out quarter's share of the statistics (for the damping choice).
+    let (mut gram_v, mut cross_v, mut ynorm_v) = (vec![0.0f64; k * k], vec![0.0f64; cout * k], 0.0);
     let (mut err0, mut norm) = (0.0f64, 0.0f64);
     let mut samples = 0usize;
     for (f, ys) in batches.iter().zip(dense_y) {
@@ -716,23 +764,37 @@ fn refit_layer(
                 norm += a * a;
             }
         }
-        // C += Yᵀ·X, G += Xᵀ·X.
-        if np > 0 {
-            use crate::tensor::{MatRef, Real};
-            <f64 as Real>::gemm(
-                cout,
-                k,
-                np,
-                MatRef::row_major(&y, cout, true),
-                MatRef::row_major(&xk, k, false),
-                &mut cross,
-                k,
-                true,
-                1.0,
-                true,
-            );
-        }
-        f64::gemm_xtx(&xk, np, k, &mut gram);
+        // C += Yᵀ·X, G += Xᵀ·X; the last quarter of the rows also into the held-out share.
+        let accumulate =
+            |y: &[f64], xk: &[f64], rows: usize, cross: &mut [f64], gram: &mut [f64]| {
+                if rows > 0 {
+                    use crate::tensor::{MatRef, Real};
+                    <f64 as Real>::gemm(
+                        cout,
+                        k,
+                        rows,
+                        MatRef::row_major(y, cout, true),
+                        MatRef::row_major(xk, k, false),
+                        cross,
+                        k,
+                        true,
+                        1.0,
+                        true,
+                    );
+                }
+                f64::gemm_xtx(xk, rows, k, gram);
+            };
+        accumulate(&y, &xk, np, &mut cross, &mut gram);
+        let held = np / 4;
+        let from = np - held;
+        accumulate(
+            &y[from * cout..],
+            &xk[from * k..],
+            held,
+            &mut cross_v,
+            &mut gram_v,
+        );
+        ynorm_v += y[from * cout..].iter().map(|v| v * v).sum::<f64>();
     }
     let mut dead = 0;
     for i in 0..k {
@@ -741,8 +803,62 @@ fn refit_layer(
             dead += 1;
         }
     }
+    // The damping, fitted on three quarters and scored on the held-out quarter; the pruned
+    // weights (kept columns and current bias) are the baseline to beat.
+    let mut damp = o.damp;
+    let bias_now: Vec<f64> = match &bias {
+        Bias::Own(b) | Bias::AddAfter(b) => net.get(*b).to_f64_vec(),
+        _ => vec![0.0; cout],
+    };
+    let mut w0 = vec![0.0f64; cout * k];
+    for o_ in 0..cout {
+        for (j, &col) in kept_cols.iter().enumerate() {
+            w0[o_ * k + j] = wcur[o_ * kfull + col];
+        }
+        if use_bias {
+            w0[o_ * k + k - 1] = bias_now[o_];
+        }
+    }
+    if gram_v.iter().any(|v| *v != 0.0) {
+        let gram_t: Vec<f64> = gram.iter().zip(&gram_v).map(|(a, b)| a - b).collect();
+        let cross_t: Vec<f64> = cross.iter().zip(&cross_v).map(|(a, b)| a - b).collect();
+        let base = quadratic_error(&w0, &gram_v, &cross_v, ynorm_v, k);
+        let mut best: Option<(f64, f64)> = None;
+        for j in 0..DAMPING_STEPS {
+            let d = o.damp.max(1e-8) * 10f64.powi(j);
+            let (w, _, _) = solve_toward(gram_t.clone(), &cross_t, &w0, k, cout, d)?;
+            let e = quadratic_error(&w, &gram_v, &cross_v, ynorm_v, k);
+            if best.is_none_or(|(be, _)| e < be) {
+                best = Some((e, d));
+            }
+        }
+        let (e, d) = best.expect("at least one damping");
+        if e >= base {
+            let before = (err0 / norm.max(1e-30)).sqrt();
+            return Ok(RefitRow {
+                layer: crate::analysis::groups::node_name(g, c.node),
+                kind: nd.op_type.clone(),
+                inputs_kept: kept_in.len(),
+                inputs: cin,
+                error_before: before,
+                error_after: before,
+                damping: 0.0,
+                retries: 0,
+                dead_inputs: dead,
+                bias: "kept".into(),
+                columns: samples,
+                skipped: Some(format!(
+                    "no damping made the refit better than the pruned weights on held-out calibration columns ({:.3} vs {:.3} relative error; {samples} columns for {} inputs): more --calib samples would help",
+                    (e.max(0.0) / ynorm_v.max(1e-30)).sqrt(),
+                    (base.max(0.0) / ynorm_v.max(1e-30)).sqrt(),
+                    k - dead
+                )),
+            });
+        }
+        damp = d;
+    }
     let gram_copy = gram.clone();
-    let (sol, lambda, retries) = solve_spd(gram, k, &cross, cout, o.damp)?;
+    let (sol, lambda, retries) = solve_toward(gram, &cross, &w0, k, cout, damp)?;
     // Error after, from the quadratic form ‖y‖² − 2 wᵀc + wᵀ G w (undamped G).
     let mut err1 = norm;
     for o_ in 0..cout {
@@ -824,6 +940,7 @@ fn refit_layer(
         dead_inputs: dead,
         bias: bias_note,
         columns: samples,
+        skipped: None,
     })
 }
 

@@ -924,10 +924,12 @@ impl Report {
             let after: f64 = c.refits.iter().map(|r| r.error_after).sum::<f64>() / k;
             let retries: usize = c.refits.iter().map(|r| r.retries).sum();
             let dead: usize = c.refits.iter().map(|r| r.dead_inputs).sum();
+            let skipped: Vec<&super::compensate::RefitRow> =
+                c.refits.iter().filter(|r| r.skipped.is_some()).collect();
             let _ = writeln!(
                 o,
                 "compensation  {} layers refit (mean relative output error {:.3} → {:.3}), {} BatchNorms re-estimated{}{}",
-                c.refits.len(),
+                c.refits.len() - skipped.len(),
                 before,
                 after,
                 c.batchnorms_recalibrated,
@@ -942,6 +944,14 @@ impl Report {
                     String::new()
                 },
             );
+            for r in skipped {
+                let _ = writeln!(
+                    o,
+                    "  not refit {}: {}",
+                    r.layer,
+                    r.skipped.as_deref().unwrap_or_default()
+                );
+            }
         }
         if !c.implants.is_empty() {
             let ch: usize = c.implants.iter().map(|i| i.channels).sum();
