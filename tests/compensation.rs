@@ -250,24 +250,8 @@ fn implants_reproduce_channels_linear_in_the_kept_inputs() {
     let f = dir.join("implanted.onnx");
     std::fs::write(&f, &bytes).unwrap();
     common::onnx_check_files(&[f]);
-    let orig = m.source.proto.encode_to_vec();
     let x = onnx_prune::calib::synthetic(g, &Default::default(), 4, 77).unwrap();
-    let yp = OrtSession::new(&bytes, None, Device::Cpu, 1)
-        .unwrap()
-        .run(&x)
-        .unwrap();
-    let yo = OrtSession::new(&orig, None, Device::Cpu, 1)
-        .unwrap()
-        .run(&x)
-        .unwrap();
-    let (a_, b_) = (yp[0].1.to_f64_vec(), yo[0].1.to_f64_vec());
-    let scale = b_.iter().fold(1e-6f64, |m, v| m.max(v.abs()));
-    let err = a_
-        .iter()
-        .zip(&b_)
-        .map(|(p, q)| (p - q).abs())
-        .fold(0.0, f64::max)
-        / scale;
+    let err = ort_difference(&bytes, &m.source.proto.encode_to_vec(), &x);
     println!("implanted model vs original: max relative difference {err:.2e}");
     assert!(err < 1e-4, "{err}");
 }

@@ -644,24 +644,14 @@ pub fn compensate(
                 report.columns += row.columns;
                 report.refits.push(row);
             }
-            (Step::Implant(imp, w, gone), DenseSide::Outputs(ys)) if imp.rank.is_some() => {
-                let row = super::implant_linear::fit(
-                    g,
-                    &e,
-                    &batches,
-                    ys,
-                    imp,
-                    *w,
-                    gone,
-                    &layers[&imp.producer],
-                    &mut net,
-                    o,
-                    budget,
-                )?;
-                report.implants.push(row);
-            }
             (Step::Implant(imp, w, gone), DenseSide::Outputs(ys)) => {
-                let row = fit_implant(
+                // A rank-r factor for linear producers, a 1×1 conv for k×k ones.
+                let fit = if imp.rank.is_some() {
+                    super::implant_linear::fit
+                } else {
+                    fit_implant
+                };
+                let row = fit(
                     g,
                     &e,
                     &batches,
@@ -859,22 +849,8 @@ fn refit_layer(
     }
     let gram_copy = gram.clone();
     let (sol, lambda, retries) = solve_toward(gram, &cross, &w0, k, cout, damp)?;
-    // Error after, from the quadratic form ‖y‖² − 2 wᵀc + wᵀ G w (undamped G).
-    let mut err1 = norm;
-    for o_ in 0..cout {
-        let w = &sol[o_ * k..(o_ + 1) * k];
-        let cr = &cross[o_ * k..(o_ + 1) * k];
-        let mut gw = 0.0;
-        for i in 0..k {
-            gw += w[i]
-                * gram_copy[i * k..(i + 1) * k]
-                    .iter()
-                    .zip(w)
-                    .map(|(a, b)| a * b)
-                    .sum::<f64>();
-        }
-        err1 += gw - 2.0 * w.iter().zip(cr).map(|(a, b)| a * b).sum::<f64>();
-    }
+    // Error after, on the undamped G.
+    let err1 = quadratic_error(&sol, &gram_copy, &cross, norm, k);
     // Write back at the original shape: kept columns refit, removed ones zero.
     let mut new_mat = vec![0.0f64; cout * kfull];
     for o_ in 0..cout {
