@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::interp::{Engine, fmt_shape, zero_tensor};
 use crate::ir::{Dim, Graph, Model, Op};
-use crate::tensor::{DType, Real, Tensor};
+use crate::tensor::{DType, Tensor};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -47,6 +47,8 @@ pub struct Summary {
     /// Why FLOPs are missing, when they are.
     pub flops_note: Option<String>,
     pub layers: Vec<Layer>,
+    /// This process's peak resident memory when the summary was made (Linux).
+    pub peak_rss_bytes: Option<u64>,
 }
 
 /// Concrete shapes for the graph inputs: declared fixed dims, `overrides` for the rest, and 1
@@ -151,11 +153,7 @@ pub fn infer_shapes(
         .iter()
         .map(|(n, dt, s)| (n.clone(), zero_tensor::<f32>(*dt, s)))
         .collect();
-    let values = engine.run_all(feeds)?;
-    Ok(values
-        .iter()
-        .map(|v| v.as_ref().map(|t| t.shape().to_vec()))
-        .collect())
+    engine.run_shapes(feeds)
 }
 
 /// `infer_shapes` through onnxruntime, for graphs the interpreter cannot run.
@@ -171,10 +169,6 @@ pub fn infer_shapes_ort(
         .iter()
         .map(|v| v.as_ref().map(|t| t.shape().to_vec()))
         .collect())
-}
-
-fn float_params<S: Real>(t: &Tensor<S>) -> usize {
-    if t.dtype.is_float() { t.len() } else { 0 }
 }
 
 /// FLOPs of one node given the shapes of its inputs and outputs (2 per multiply-add for
@@ -242,6 +236,12 @@ fn summarize_impl(
     overrides: &HashMap<String, Vec<usize>>,
     runtime: bool,
 ) -> Summary {
+    let mut s = summary_of(model, overrides, runtime);
+    s.peak_rss_bytes = crate::memory::peak_rss_bytes();
+    s
+}
+
+fn summary_of(model: &Model, overrides: &HashMap<String, Vec<usize>>, runtime: bool) -> Summary {
     let g = &model.graph;
     let p = &model.source.proto;
     let io = |ids: &[usize]| -> Vec<IoInfo> {
@@ -264,7 +264,12 @@ fn summarize_impl(
     for n in &g.nodes {
         *ops.entry(n.op_type.clone()).or_insert(0) += 1;
     }
-    let params: usize = g.weights.values().map(|w| float_params(&w.tensor)).sum();
+    let params: usize = g
+        .weights
+        .keys()
+        .chain(g.lazy.keys())
+        .filter_map(|&id| g.float_params(id))
+        .sum();
     let unsupported = match g.check_supported() {
         Ok(()) => Vec::new(),
         Err(e) => vec![e.to_string()],
@@ -293,6 +298,7 @@ fn summarize_impl(
         flops: None,
         flops_note: None,
         layers: Vec::new(),
+        peak_rss_bytes: None,
     };
     let partial = !s.unsupported.is_empty();
     if partial && !runtime {
@@ -339,8 +345,7 @@ fn summarize_impl(
             .inputs
             .iter()
             .flatten()
-            .filter_map(|v| g.weights.get(v))
-            .map(|w| float_params(&w.tensor))
+            .filter_map(|&v| g.float_params(v))
             .sum();
         if params > 0 && !matches!(op, Op::Constant { .. }) {
             s.layers.push(Layer {
@@ -449,6 +454,9 @@ impl Summary {
             for u in &self.unsupported {
                 let _ = writeln!(o, "support   {u}");
             }
+        }
+        if let Some(b) = self.peak_rss_bytes {
+            let _ = writeln!(o, "memory    peak resident {} MB", b >> 20);
         }
         if layers && !self.layers.is_empty() {
             let _ = writeln!(

@@ -225,6 +225,14 @@ fn load(path: &Path) -> Result<Model> {
     Ok(m)
 }
 
+fn load_mapped(path: &Path) -> Result<Model> {
+    let m = Model::load_mapped(path)?;
+    for w in m.source.warnings() {
+        eprintln!("warning: {w}");
+    }
+    Ok(m)
+}
+
 fn run(cmd: Command, threads: usize) -> Result<()> {
     match cmd {
         Command::Inspect {
@@ -241,7 +249,13 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             samples,
             probes,
         } => {
-            let m = load(&model)?;
+            // The summary alone reads the model mapped and decodes one large weight at a time.
+            let plain = !groups && !sensitivity;
+            let m = if plain {
+                load_mapped(&model)?
+            } else {
+                load(&model)?
+            };
             if groups {
                 let overrides: HashMap<String, Vec<usize>> = shapes
                     .iter()

@@ -362,3 +362,149 @@ fn models_over_two_gib_are_written_with_external_data() {
     drop(back);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn inspect_holds_one_large_weight_at_a_time() {
+    // 24 MatMul layers of 2048 × 2048 f32 (16 MiB each, 384 MiB in all), every other one in
+    // external data, one holding a NaN. `inspect` maps the files, decodes one weight at a
+    // time and hands its pages back, so its peak resident memory must stay within a few
+    // largest tensors of a tiny model's — not near the weights' total, which reading the file
+    // and decoding every weight would need twice over.
+    use onnx_prune::onnx::proto::{GraphProto, NodeProto, TensorProto, ValueInfoProto};
+    use onnx_prune::onnx::proto::{TensorShapeProto, TypeProto, tensor_shape_proto, type_proto};
+    const D: usize = 2048;
+    const LAYERS: usize = 24;
+    let vi = |name: &str| ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(1),
+                shape: Some(TensorShapeProto {
+                    dim: [1, D]
+                        .iter()
+                        .map(|&d| tensor_shape_proto::Dimension {
+                            value: Some(tensor_shape_proto::dimension::Value::DimValue(d as i64)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut nodes = Vec::new();
+    let mut inits = Vec::new();
+    let mut x = "x".to_string();
+    for i in 0..LAYERS {
+        let mut raw = 0.001f32.to_le_bytes().repeat(D * D);
+        if i == 5 {
+            raw[4 * 777..4 * 778].copy_from_slice(&f32::NAN.to_le_bytes());
+        }
+        inits.push(TensorProto {
+            name: Some(format!("w{i}")),
+            dims: vec![D as i64, D as i64],
+            data_type: Some(1),
+            raw_data: Some(raw.into()),
+            ..Default::default()
+        });
+        nodes.push(NodeProto {
+            op_type: Some("MatMul".into()),
+            input: vec![x.clone(), format!("w{i}")],
+            output: vec![format!("h{i}")],
+            ..Default::default()
+        });
+        x = format!("h{i}");
+    }
+    let m = ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![onnx_prune::onnx::proto::OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(17),
+        }],
+        graph: Some(GraphProto {
+            name: Some("tall".into()),
+            node: nodes,
+            initializer: inits,
+            input: vec![vi("x")],
+            output: vec![vi(&x)],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let dir = common::scratch("inspect-memory");
+    let path = dir.join("tall.onnx");
+    let opts = SaveOptions {
+        external: (0..LAYERS).step_by(2).map(|i| format!("w{i}")).collect(),
+        ..Default::default()
+    };
+    save_model(&m, &path, &opts).unwrap();
+    drop(m);
+    assert!(dir.join("tall.onnx.data").is_file());
+
+    let inspect = |p: &std::path::Path| -> serde_json::Value {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_onnx-prune"))
+            .args(["inspect", "--json"])
+            .arg(p)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let big = inspect(&path);
+    let tiny = inspect(&common::fixtures().join("mlp.onnx"));
+    let peak = |v: &serde_json::Value| v["peak_rss_bytes"].as_u64().unwrap() as f64 / 1048576.0;
+    let (big_mb, tiny_mb) = (peak(&big), peak(&tiny));
+    eprintln!("inspect peak: {big_mb:.0} MiB for 384 MiB of weights, {tiny_mb:.0} MiB for mlp");
+    assert!(
+        big_mb - tiny_mb < 3.0 * 16.0,
+        "peak {big_mb:.0} MiB vs {tiny_mb:.0} MiB for a tiny model"
+    );
+    // The lazy summary is the summary: parameters, FLOPs and the NaN all found.
+    assert_eq!(big["params"].as_u64(), Some((LAYERS * D * D) as u64));
+    assert_eq!(big["flops"].as_u64(), Some((LAYERS * 2 * D * D) as u64));
+    let nf = big["non_finite"].as_array().unwrap();
+    assert_eq!(nf.len(), 1, "{nf:?}");
+    assert!(nf[0].as_str().unwrap().starts_with("w5: 1 NaN"), "{nf:?}");
+    let eager = onnx_prune::inspect::summarize(&Model::load(&path).unwrap(), &Default::default());
+    let lazy =
+        onnx_prune::inspect::summarize(&Model::load_mapped(&path).unwrap(), &Default::default());
+    assert_eq!(
+        serde_json::to_value(&eager.layers).unwrap(),
+        serde_json::to_value(&lazy.layers).unwrap()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn mapped_lazy_summaries_equal_the_eager_ones_on_every_model() {
+    // `inspect` reads models mapped with large weights left lazy; its summary (parameters,
+    // FLOPs, per-layer shapes, unsupported ops) must be the one the fully decoded graph gives.
+    for case in common::all_cases() {
+        let shapes: std::collections::HashMap<String, Vec<usize>> = case
+            .feeds
+            .iter()
+            .map(|(n, t)| (n.clone(), t.shape().to_vec()))
+            .collect();
+        let eager = onnx_prune::inspect::summarize(&Model::load(&case.path).unwrap(), &shapes);
+        let lazy_model = Model::load_mapped(&case.path).unwrap();
+        let lazy = onnx_prune::inspect::summarize(&lazy_model, &shapes);
+        let strip = |s: &onnx_prune::inspect::Summary| {
+            let mut v = serde_json::to_value(s).unwrap();
+            v.as_object_mut().unwrap().remove("peak_rss_bytes");
+            v
+        };
+        assert_eq!(strip(&eager), strip(&lazy), "{}", case.name);
+        assert!(
+            lazy.flops.is_some() || !lazy.unsupported.is_empty(),
+            "{}: {:?}",
+            case.name,
+            lazy.flops_note
+        );
+        eprintln!(
+            "{}: {} lazy weights",
+            case.name,
+            lazy_model.graph.lazy.len()
+        );
+    }
+}

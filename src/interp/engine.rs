@@ -167,7 +167,7 @@ impl<'g, S: Real> Engine<'g, S> {
 
     /// Runs the graph and returns its outputs in declaration order.
     pub fn run(&self, feeds: Feeds<S>) -> Result<Vec<Tensor<S>>> {
-        let mut values = self.execute(feeds, false)?;
+        let mut values = self.execute(feeds, false, None)?;
         self.graph
             .outputs
             .iter()
@@ -188,7 +188,7 @@ impl<'g, S: Real> Engine<'g, S> {
     /// Runs the graph keeping every value (indexed by value id), weights included. On a fused
     /// engine (`Engine::new`) the values inside fused groups are absent.
     pub fn run_all(&self, feeds: Feeds<S>) -> Result<Vec<Option<Tensor<S>>>> {
-        let mut values = self.execute(feeds, true)?;
+        let mut values = self.execute(feeds, true, None)?;
         for (slot, c) in values.iter_mut().zip(&self.consts) {
             if slot.is_none() {
                 slot.clone_from(c);
@@ -197,12 +197,36 @@ impl<'g, S: Real> Engine<'g, S> {
         Ok(values)
     }
 
+    /// The shape of every value a run computes (weights, lazy ones included), freeing each
+    /// value after its last use: shape inference at the memory of an ordinary run.
+    pub fn run_shapes(&self, feeds: Feeds<S>) -> Result<Vec<Option<Vec<usize>>>> {
+        let mut shapes: Vec<Option<Vec<usize>>> = vec![None; self.graph.values.len()];
+        for (slot, c) in shapes.iter_mut().zip(&self.consts) {
+            *slot = c.as_ref().map(|t| t.shape().to_vec());
+        }
+        for (&id, l) in &self.graph.lazy {
+            shapes[id] = Some(l.shape.clone());
+        }
+        for &id in &self.graph.inputs {
+            if let Some((_, t)) = feeds.iter().find(|(n, _)| n == self.graph.name(id)) {
+                shapes[id] = Some(t.shape().to_vec());
+            }
+        }
+        self.execute(feeds, false, Some(&mut shapes))?;
+        Ok(shapes)
+    }
+
     /// Whether this engine fuses nodes (see `Engine::new`).
     pub fn is_fused(&self) -> bool {
         self.fused
     }
 
-    fn execute(&self, feeds: Feeds<S>, keep: bool) -> Result<Vec<Option<Tensor<S>>>> {
+    fn execute(
+        &self,
+        feeds: Feeds<S>,
+        keep: bool,
+        mut shapes: Option<&mut Vec<Option<Vec<usize>>>>,
+    ) -> Result<Vec<Option<Tensor<S>>>> {
         let mut values = self.check_feeds(feeds)?;
         // Buffers of dead values, handed to the next conv output: fresh allocations of this
         // size come from the OS as zero pages, and faulting them in costs more than the conv.
@@ -213,6 +237,17 @@ impl<'g, S: Real> Engine<'g, S> {
             let _report = Report(t0, &self.graph.nodes[step.node].name);
             let node = &self.graph.nodes[step.node];
             let fail = |m: String| Error::graph(node.label(), m);
+            // Lazy weights live only for the step that reads them.
+            let mut decoded: Vec<ValueId> = Vec::new();
+            for &v in step.inputs.iter().flatten() {
+                if values[v].is_none()
+                    && self.consts[v].is_none()
+                    && let Some(l) = self.graph.lazy.get(&v)
+                {
+                    values[v] = Some(l.decode::<S>()?);
+                    decoded.push(v);
+                }
+            }
             if let Some(k) = step
                 .inputs
                 .iter()
@@ -229,6 +264,7 @@ impl<'g, S: Real> Engine<'g, S> {
                 && let Some(Some(first)) = step.inputs.first()
                 && self.last_use[*first] == i
                 && self.consts[*first].is_none()
+                && !decoded.contains(first)
                 && step.inputs.iter().skip(1).all(|v| *v != Some(*first))
                 && let Some(Some(out)) = step.outputs.first()
                 && step.outputs.len() == 1
@@ -239,7 +275,13 @@ impl<'g, S: Real> Engine<'g, S> {
                     .map(|v| v.and_then(|v| values[v].as_ref().or(self.consts[v].as_ref())))
                     .collect();
                 if ops::eval_inplace(op, &mut x, &rest).map_err(fail)? {
+                    if let Some(s) = shapes.as_deref_mut() {
+                        s[*out] = Some(x.shape().to_vec());
+                    }
                     values[*out] = Some(x);
+                    for &v in &decoded {
+                        values[v] = None;
+                    }
                     self.free(i, step, &mut values, &mut pool);
                     continue;
                 }
@@ -277,7 +319,13 @@ impl<'g, S: Real> Engine<'g, S> {
                 let t = outs.get(k).cloned().ok_or_else(|| {
                     fail(format!("output {k} is not produced by this implementation"))
                 })?;
+                if let Some(s) = shapes.as_deref_mut() {
+                    s[*id] = Some(t.shape().to_vec());
+                }
                 values[*id] = Some(t);
+            }
+            for v in decoded {
+                values[v] = None;
             }
             if !keep {
                 self.free(i, step, &mut values, &mut pool);

@@ -3,8 +3,9 @@
 use super::op::{Op, ParseError};
 use crate::bail_graph;
 use crate::error::{Error, Result};
+use crate::onnx::mapped::Mapped;
 use crate::onnx::{LoadedModel, ModelProto, NodeProto, TensorProto, ValueInfoProto};
-use crate::tensor::{DType, Tensor, tensor_from_proto};
+use crate::tensor::{DType, Real, Tensor, tensor_from_proto};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
@@ -68,6 +69,49 @@ pub struct Weight {
     pub source: WeightSource,
 }
 
+/// A large float weight left undecoded (`Graph::build_lazy`): its shape is known, its values
+/// are decoded on demand from the (memory-mapped) `raw_data` and dropped after use.
+#[derive(Debug, Clone)]
+pub struct LazyWeight {
+    pub proto: TensorProto,
+    pub source: WeightSource,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    /// The map `raw_data` lies in, whose pages are released after each decode.
+    map: Option<Mapped>,
+}
+
+impl LazyWeight {
+    /// The values, decoded now; the file pages they were read from are handed back (for
+    /// f32, chunk by chunk as they are converted, so the file's copy and ours never coexist).
+    pub fn decode<S: Real>(&self) -> Result<Tensor<S>> {
+        if let (Some(m), Some(raw), DType::F32) = (&self.map, &self.proto.raw_data, self.dtype) {
+            const CHUNK: usize = 4 << 20;
+            let mut v: Vec<S> = Vec::with_capacity(raw.len() / 4);
+            for c in raw.chunks(CHUNK) {
+                v.extend(
+                    c.chunks_exact(4)
+                        .map(|b| S::from_f64(f32::from_le_bytes(b.try_into().expect("4")) as f64)),
+                );
+                m.release(c);
+            }
+            let a = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&self.shape), v)
+                .map_err(|e| Error::graph(format!("tensor {:?}", self.proto.name()), e.to_string()))?;
+            return Ok(Tensor::float(DType::F32, a));
+        }
+        let t = tensor_from_proto::<S>(&self.proto)
+            .map_err(|e| Error::graph(format!("tensor {:?}", self.proto.name()), e))?;
+        if let (Some(m), Some(raw)) = (&self.map, &self.proto.raw_data) {
+            m.release(raw);
+        }
+        Ok(t)
+    }
+}
+
+/// Float weights of at least this many bytes are left lazy by `Graph::build_lazy`; smaller
+/// ones (biases, norms, shape constants) are decoded as usual.
+const LAZY_MIN_BYTES: usize = 64 << 10;
+
 #[derive(Debug, Clone)]
 pub struct Graph {
     pub values: Vec<ValueInfo>,
@@ -76,6 +120,9 @@ pub struct Graph {
     pub inputs: Vec<ValueId>,
     pub outputs: Vec<ValueId>,
     pub weights: HashMap<ValueId, Weight>,
+    /// Weights not decoded yet: empty except for graphs from `build_lazy` (`inspect`), which
+    /// only shape inference, parameter counts and the finiteness check read.
+    pub lazy: HashMap<ValueId, LazyWeight>,
     pub by_name: HashMap<String, ValueId>,
     /// Default-domain opset version.
     pub opset: i64,
@@ -160,17 +207,27 @@ impl Graph {
 
     /// Weights holding NaN or ±Inf: `(name, NaN count, Inf count)`. No pass can score or refit
     /// such a model, and onnxruntime would propagate the values silently.
+    /// Lazy weights are decoded one at a time for this (an undecodable one counts as clean:
+    /// building the graph checked its byte count).
     pub fn non_finite_weights(&self) -> Vec<(String, usize, usize)> {
+        let count = |id: ValueId, t: &Tensor<f32>| {
+            let a = t.as_float()?;
+            let nan = a.iter().filter(|v| v.is_nan()).count();
+            let inf = a.iter().filter(|v| v.is_infinite()).count();
+            (nan + inf > 0).then(|| (self.name(id).to_string(), nan, inf))
+        };
         let mut out: Vec<(String, usize, usize)> = self
             .weights
             .iter()
-            .filter_map(|(&id, w)| {
-                let a = w.tensor.as_float()?;
-                let nan = a.iter().filter(|v| v.is_nan()).count();
-                let inf = a.iter().filter(|v| v.is_infinite()).count();
-                (nan + inf > 0).then(|| (self.name(id).to_string(), nan, inf))
-            })
+            .filter_map(|(&id, w)| count(id, &w.tensor))
             .collect();
+        for (&id, l) in &self.lazy {
+            if let Ok(t) = l.decode::<f32>()
+                && let Some(row) = count(id, &t)
+            {
+                out.push(row);
+            }
+        }
         out.sort();
         out
     }
@@ -193,6 +250,29 @@ impl Graph {
 
     /// Builds the graph of a loaded model.
     pub fn build(model: &ModelProto, path: &Path) -> Result<Graph> {
+        Self::build_impl(model, path, None)
+    }
+
+    /// Builds the graph leaving large float weights undecoded (`Graph::lazy`); `maps` are the
+    /// memory maps their bytes lie in (`LoadedModel::maps`), released after each decode.
+    pub fn build_lazy(model: &ModelProto, path: &Path, maps: &[Mapped]) -> Result<Graph> {
+        Self::build_impl(model, path, Some(maps))
+    }
+
+    /// Element count of a weight (decoded or lazy) of a float type, else `None`.
+    pub fn float_params(&self, id: ValueId) -> Option<usize> {
+        if let Some(w) = self.weights.get(&id) {
+            return w.tensor.as_float().map(|a| a.len());
+        }
+        self.lazy.get(&id).map(|l| l.shape.iter().product())
+    }
+
+    /// Whether `id` is a weight (decoded or lazy).
+    pub fn is_weight(&self, id: ValueId) -> bool {
+        self.weights.contains_key(&id) || self.lazy.contains_key(&id)
+    }
+
+    fn build_impl(model: &ModelProto, path: &Path, lazy: Option<&[Mapped]>) -> Result<Graph> {
         let g = model
             .graph
             .as_ref()
@@ -226,15 +306,20 @@ impl Graph {
         }
 
         let mut weights = HashMap::new();
+        let mut lazy_weights = HashMap::new();
         for (i, t) in g.initializer.iter().enumerate() {
             let id = b.intern(t.name());
-            if weights.contains_key(&id) {
+            if weights.contains_key(&id) || lazy_weights.contains_key(&id) {
                 return Err(Error::graph(
                     format!("initializer {:?}", t.name()),
                     "defined twice",
                 ));
             }
-            weights.insert(id, decode_weight(t, WeightSource::Initializer(i))?);
+            let source = WeightSource::Initializer(i);
+            match lazy.and_then(|maps| lazy_weight(t, source, maps)) {
+                Some(l) => lazy_weights.insert(id, l).map(|_| ()),
+                None => weights.insert(id, decode_weight(t, source)?).map(|_| ()),
+            };
         }
         if !g.sparse_initializer.is_empty() {
             let names: Vec<&str> = g
@@ -251,7 +336,7 @@ impl Graph {
         let mut inputs = Vec::new();
         for vi in &g.input {
             let id = b.intern(vi.name());
-            if !weights.contains_key(&id) {
+            if !weights.contains_key(&id) && !lazy_weights.contains_key(&id) {
                 inputs.push(id);
             }
         }
@@ -280,13 +365,20 @@ impl Graph {
                 proto: n.clone(),
             });
         }
-        let nodes = toposort(parsed, &b.values, &weights, &inputs)?;
+        let known: std::collections::HashSet<ValueId> =
+            weights.keys().chain(lazy_weights.keys()).copied().collect();
+        let nodes = toposort(parsed, &b.values, &known, &inputs)?;
 
         for (i, n) in nodes.iter().enumerate() {
             if let Ok(Op::Constant { value }) = &n.op
                 && let Some(Some(out)) = n.outputs.first()
             {
-                let w = decode_weight(value, WeightSource::Constant(i))
+                let source = WeightSource::Constant(i);
+                if let Some(l) = lazy.and_then(|maps| lazy_weight(value, source, maps)) {
+                    lazy_weights.insert(*out, l);
+                    continue;
+                }
+                let w = decode_weight(value, source)
                     .map_err(|e| Error::graph(n.label(), e.to_string()))?;
                 weights.insert(*out, w);
             }
@@ -302,10 +394,30 @@ impl Graph {
             inputs,
             outputs,
             weights,
+            lazy: lazy_weights,
             by_name: b.by_name,
             opset,
         })
     }
+}
+
+/// A lazy weight for `t` when it is a large float tensor in `raw_data` whose byte count fits
+/// its shape; anything else is decoded at once (and gets the decoder's errors).
+fn lazy_weight(t: &TensorProto, source: WeightSource, maps: &[Mapped]) -> Option<LazyWeight> {
+    let dtype = DType::from_onnx(t.data_type.unwrap_or(0));
+    let raw = t.raw_data.as_ref()?;
+    let n = crate::tensor::proto::element_count(&t.dims).ok()?;
+    let fits = dtype.storage() == crate::tensor::Storage::Float
+        && t.segment.is_none()
+        && raw.len() >= LAZY_MIN_BYTES
+        && n.checked_mul(dtype.size()) == Some(raw.len());
+    fits.then(|| LazyWeight {
+        proto: t.clone(),
+        source,
+        dtype,
+        shape: t.dims.iter().map(|&d| d as usize).collect(),
+        map: maps.iter().find(|m| m.contains(raw)).cloned(),
+    })
 }
 
 fn decode_weight(t: &TensorProto, source: WeightSource) -> Result<Weight> {
@@ -340,13 +452,13 @@ impl Builder {
 fn toposort(
     nodes: Vec<Node>,
     values: &[ValueInfo],
-    weights: &HashMap<ValueId, Weight>,
+    weights: &std::collections::HashSet<ValueId>,
     inputs: &[ValueId],
 ) -> Result<Vec<Node>> {
     let mut producer: HashMap<ValueId, usize> = HashMap::new();
     for (i, n) in nodes.iter().enumerate() {
         for &o in n.outputs.iter().flatten() {
-            if weights.contains_key(&o) || inputs.contains(&o) {
+            if weights.contains(&o) || inputs.contains(&o) {
                 bail_graph!(
                     n.label(),
                     "output {:?} is also a graph input or initializer",
@@ -373,7 +485,7 @@ fn toposort(
                     pending[i] += 1;
                     users[p].push(i);
                 }
-                None if weights.contains_key(&v) || inputs.contains(&v) => {}
+                None if weights.contains(&v) || inputs.contains(&v) => {}
                 None => bail_graph!(
                     n.label(),
                     "input {:?} is not produced by any node, graph input or initializer",
@@ -421,6 +533,14 @@ pub struct Model {
 impl Model {
     pub fn load(path: &Path) -> Result<Model> {
         Self::from_loaded(crate::onnx::load_model(path)?)
+    }
+
+    /// The model memory-mapped, with large weights left lazy (`Graph::build_lazy`): what
+    /// `inspect` needs, at a resident size near the largest tensor. Passes use `load`.
+    pub fn load_mapped(path: &Path) -> Result<Model> {
+        let source = crate::onnx::load_model_mapped(path)?;
+        let graph = Graph::build_lazy(&source.proto, &source.path, &source.maps)?;
+        Ok(Model { source, graph })
     }
 
     pub fn from_loaded(source: LoadedModel) -> Result<Model> {

@@ -73,6 +73,7 @@ impl Graph {
             inputs,
             outputs: targets.to_vec(),
             weights: self.weights.clone(),
+            lazy: self.lazy.clone(),
             by_name: self.by_name.clone(),
             opset: self.opset,
         })

@@ -110,6 +110,7 @@ pub fn inline_external(
     model: &mut ModelProto,
     base_dir: &Path,
     model_path: &Path,
+    mut maps: Option<&mut Vec<super::mapped::Mapped>>,
 ) -> Result<HashMap<String, ExternalRef>> {
     let mut files: HashMap<String, memmap_or_bytes::Blob> = HashMap::new();
     let mut found = HashMap::new();
@@ -132,7 +133,7 @@ pub fn inline_external(
         let file_path = base_dir.join(&r.location);
         let blob = match files.get(&r.location) {
             Some(b) => b.clone(),
-            None => match memmap_or_bytes::Blob::open(&file_path) {
+            None => match memmap_or_bytes::Blob::open(&file_path, maps.as_deref_mut()) {
                 Ok(b) => {
                     files.insert(r.location.clone(), b.clone());
                     b
@@ -203,8 +204,21 @@ mod memmap_or_bytes {
     #[derive(Clone)]
     pub struct Blob(Bytes);
     impl Blob {
-        pub fn open(p: &Path) -> std::io::Result<Blob> {
-            Ok(Blob(Bytes::from(std::fs::read(p)?)))
+        /// Reads the file, or maps it (recording the map) when `maps` is given.
+        pub fn open(
+            p: &Path,
+            maps: Option<&mut Vec<crate::onnx::mapped::Mapped>>,
+        ) -> std::io::Result<Blob> {
+            let Some(maps) = maps else {
+                return Ok(Blob(Bytes::from(std::fs::read(p)?)));
+            };
+            Ok(Blob(match crate::onnx::mapped::Mapped::open(p)? {
+                Some(m) => {
+                    maps.push(m.clone());
+                    m.bytes()
+                }
+                None => Bytes::new(),
+            }))
         }
         pub fn len(&self) -> usize {
             self.0.len()

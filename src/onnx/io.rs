@@ -1,8 +1,9 @@
 //! Reading and writing `.onnx` files.
 
 use super::external::{ExternalRef, for_each_tensor_mut, inline_external};
+use super::mapped::Mapped;
 use super::proto::{ModelProto, StringStringEntryProto, tensor_proto::DataLocation};
-use super::unknown::{UnknownField, scan_model};
+use super::unknown::{UnknownField, scan_model, scan_model_with};
 use crate::error::{Error, Result};
 use bytes::Bytes;
 use prost::Message;
@@ -21,6 +22,8 @@ pub struct LoadedModel {
     pub unknown_fields: Vec<UnknownField>,
     /// Size of the `.onnx` file itself.
     pub file_len: usize,
+    /// The memory maps `raw_data` points into (`load_model_mapped`; empty when read).
+    pub maps: Vec<super::mapped::Mapped>,
 }
 
 impl LoadedModel {
@@ -45,13 +48,38 @@ pub fn load_model(path: &Path) -> Result<LoadedModel> {
     decode_model(Bytes::from(bytes), path)
 }
 
+/// Loads a model with the file and its external data memory-mapped rather than read: no
+/// weight is copied until it is decoded (see `onnx::mapped`).
+pub fn load_model_mapped(path: &Path) -> Result<LoadedModel> {
+    let Some(map) = Mapped::open(path).map_err(|e| Error::io(path, e))? else {
+        return Err(Error::bad_model(path, "empty file"));
+    };
+    let mut maps = vec![map.clone()];
+    let mut m = decode_impl(map.bytes(), path, Some(&mut maps))?;
+    for map in &maps {
+        map.release_all();
+    }
+    m.maps = maps;
+    Ok(m)
+}
+
 /// Decodes model bytes; `path` names the file in errors and locates external data.
 pub fn decode_model(bytes: Bytes, path: &Path) -> Result<LoadedModel> {
+    decode_impl(bytes, path, None)
+}
+
+fn decode_impl(bytes: Bytes, path: &Path, maps: Option<&mut Vec<Mapped>>) -> Result<LoadedModel> {
     if bytes.is_empty() {
         return Err(Error::bad_model(path, "empty file"));
     }
     let file_len = bytes.len();
-    let mut proto = ModelProto::decode(bytes.clone()).map_err(|e| {
+    // A mapped model file is parsed with its pages released behind the parser.
+    let model_map = maps.as_ref().and_then(|m| m.first().cloned());
+    let decoded = match &model_map {
+        Some(m) => ModelProto::decode(super::mapped::ReleasingBuf::new(m)),
+        None => ModelProto::decode(bytes.clone()),
+    };
+    let mut proto = decoded.map_err(|e| {
         Error::bad_model(
             path,
             format!("not an ONNX model (protobuf decode failed: {e})"),
@@ -60,15 +88,22 @@ pub fn decode_model(bytes: Bytes, path: &Path) -> Result<LoadedModel> {
     if proto.graph.is_none() {
         return Err(Error::bad_model(path, "the model has no graph"));
     }
-    let unknown_fields = scan_model(&bytes);
+    let unknown_fields = match &model_map {
+        Some(m) => {
+            let mut behind = m.behind();
+            scan_model_with(&bytes, &mut |rest| behind.advance_to(rest))
+        }
+        None => scan_model(&bytes),
+    };
     let base = path.parent().unwrap_or(Path::new("."));
-    let external = inline_external(&mut proto, base, path)?;
+    let external = inline_external(&mut proto, base, path, maps)?;
     Ok(LoadedModel {
         proto,
         path: path.to_path_buf(),
         external,
         unknown_fields,
         file_len,
+        maps: Vec::new(),
     })
 }
 

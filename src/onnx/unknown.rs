@@ -23,12 +23,18 @@ const MAX_DEPTH: usize = 100;
 /// Scans an encoded `ModelProto` and lists unknown fields (at most 64). Malformed input is not
 /// reported here: the decoder reports it.
 pub fn scan_model(bytes: &[u8]) -> Vec<UnknownField> {
+    scan_model_with(bytes, &mut |_| {})
+}
+
+/// `scan_model`, telling `progress` the unread rest of the buffer after each field (the walk
+/// only moves forward, so a memory-mapped caller can release what lies behind).
+pub fn scan_model_with(bytes: &[u8], progress: &mut dyn FnMut(&[u8])) -> Vec<UnknownField> {
     let root = table::MESSAGES
         .iter()
         .position(|(n, _)| *n == ".onnx.ModelProto")
         .expect("ModelProto in table");
     let mut out = Vec::new();
-    let _ = walk(bytes, root, "ModelProto", 0, &mut out);
+    let _ = walk(bytes, root, "ModelProto", 0, &mut out, progress);
     out
 }
 
@@ -42,6 +48,7 @@ fn walk(
     path: &str,
     depth: usize,
     out: &mut Vec<UnknownField>,
+    progress: &mut dyn FnMut(&[u8]),
 ) -> Option<()> {
     if depth > MAX_DEPTH || out.len() >= MAX_REPORTED {
         return Some(());
@@ -69,12 +76,13 @@ fn walk(
                     let k = counts[i];
                     counts[i] += 1;
                     let child = format!("{path}.{}#{number}[{k}]", short(table::MESSAGES[sub].0));
-                    walk(payload, sub, &child, depth + 1, out)?;
+                    walk(payload, sub, &child, depth + 1, out, progress)?;
                 }
             }
             // Groups (3, 4) are not used by ONNX; anything else is malformed.
             _ => return None,
         }
+        progress(buf);
         if known.is_none() && out.len() < MAX_REPORTED {
             out.push(UnknownField {
                 path: path.to_string(),
