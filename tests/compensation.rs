@@ -74,6 +74,7 @@ fn least_squares_refit_equals_the_closed_form() {
         max_columns: 1 << 20,
         max_samples: 1000,
         micro_batch: 32,
+        snows: None,
     };
     let (w, rep) = compensate(g, &a, &edit, &feeds, &o, &mut |_, _| {}).unwrap();
     assert_eq!(rep.refits.len(), 1, "only fc2 consumes fc1's units");
@@ -563,4 +564,86 @@ fn every_criterion_with_and_without_implants_and_compensation_gives_a_valid_mode
     }
     common::onnx_check_files(&files);
     let _ = Tensor::<f32>::i64_vec;
+}
+
+#[test]
+fn snows_refit_keeps_only_steps_that_help_on_held_out_samples() {
+    // `--refit snows`: after the least-squares sweep, each consumer gets Newton-CG steps on the
+    // dense outputs a few operations ahead, fit on three quarters of the compensation samples
+    // and kept only when the last quarter's horizon loss and output error both drop. So the
+    // pruned model is never further from the dense one on those samples than the
+    // least-squares result it starts from.
+    let m = Model::load(&common::fixtures().join("mobilenet.onnx")).unwrap();
+    let feeds = common::head(
+        onnx_prune::data::read_npz(&common::fixtures().join("mnist_calib.npz")).unwrap(),
+        128,
+    );
+    let data = prune::Data {
+        calib: feeds.clone(),
+        calib_labels: None,
+        eval: feeds.clone(),
+        eval_labels: None,
+        source: "mnist_calib".into(),
+        synthetic: false,
+    };
+    let run = |snows: bool| {
+        let o = StructuredOptions {
+            ratio: 0.5,
+            criterion: Criterion::Magnitude,
+            compensation: CompensateOptions {
+                snows: snows.then(onnx_prune::sparse::snows::SnowsOptions::default),
+                ..Default::default()
+            },
+            latency_runs: 0,
+            ..Default::default()
+        };
+        prune::structured::run(&m, &data, &o, &mut |_, _, _| {}).unwrap()
+    };
+    let (ls, sn) = (run(false), run(true));
+    let c = &sn.report.compensation;
+    assert!(ls.report.compensation.snows.is_empty());
+    assert_eq!(
+        c.snows.len(),
+        c.refits.len(),
+        "one SNOWS row per refit layer"
+    );
+    let kept: Vec<_> = c.snows.iter().filter(|s| s.kept).collect();
+    assert!(!kept.is_empty(), "no SNOWS step helped: {:?}", c.snows);
+    for s in &kept {
+        assert!(s.loss_after < s.loss_before, "{s:?}");
+        assert!(s.heldout_after < s.heldout_before, "{s:?}");
+        assert!(!s.horizon.is_empty() && s.horizon.len() <= 6, "{s:?}");
+    }
+    // The held-out quarter of the 128 compensation samples.
+    let check = onnx_prune::autodiff::curvature::slice_feeds(&feeds, 96..128);
+    let dense = onnx_prune::interp::Engine::<f32>::new(&m.graph)
+        .unwrap()
+        .run(check.clone())
+        .unwrap();
+    let err = |bytes: &[u8]| -> f64 {
+        let p = Model::from_loaded(
+            onnx_prune::onnx::decode_model(bytes.to_vec().into(), &m.source.path).unwrap(),
+        )
+        .unwrap();
+        let y = onnx_prune::interp::Engine::<f32>::new(&p.graph)
+            .unwrap()
+            .run(check.clone())
+            .unwrap();
+        let (a, b) = (y[0].to_f64_vec(), dense[0].to_f64_vec());
+        a.iter().zip(&b).map(|(x, y)| (x - y).powi(2)).sum()
+    };
+    let (e_ls, e_sn) = (err(&ls.bytes), err(&sn.bytes));
+    eprintln!(
+        "held-out output error: least squares {e_ls:.3}, + SNOWS {e_sn:.3} ({} of {} layers kept)",
+        kept.len(),
+        c.snows.len()
+    );
+    assert!(
+        e_sn < e_ls,
+        "SNOWS made the held-out outputs worse: {e_sn} ≥ {e_ls}"
+    );
+    let dir = common::scratch("snows-refit");
+    let f = dir.join("mobilenet-snows.onnx");
+    std::fs::write(&f, &sn.bytes).unwrap();
+    common::onnx_check_files(&[f]);
 }

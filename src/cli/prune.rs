@@ -14,6 +14,15 @@ use onnx_prune::sparse::{Method, UnstructuredOptions};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+/// How structured compensation refits a consumer layer.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RefitKind {
+    /// Closed-form least squares on the layer's own output.
+    Ls,
+    /// Least squares, then SNOWS: Newton-CG on the outputs --horizon operations ahead.
+    Snows,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 pub enum LayoutArg {
     Nchw,
@@ -139,6 +148,10 @@ pub struct PruneArgs {
     /// Calibration samples used by the compensation (the first ones).
     #[arg(long, default_value_t = 128)]
     pub compensation_samples: usize,
+    /// Structured: how consumers are refit; snows adds Newton-CG steps on the dense outputs
+    /// --horizon operations ahead (--cg-iters, --newton-steps, --curvature apply).
+    #[arg(long, value_enum, default_value_t = RefitKind::Ls, conflicts_with_all = ["unstructured", "nm", "no_compensation"])]
+    pub refit: RefitKind,
     /// Refit consumers but leave BatchNorm statistics as they are.
     #[arg(long)]
     pub no_bn_recalibrate: bool,
@@ -452,6 +465,13 @@ pub fn run(a: PruneArgs, threads: usize) -> Result<()> {
             refit: !a.no_compensation,
             bn_recalibrate: !a.no_compensation && !a.no_bn_recalibrate,
             max_samples: a.compensation_samples.max(1),
+            snows: (a.refit == RefitKind::Snows).then(|| onnx_prune::sparse::snows::SnowsOptions {
+                horizon: a.horizon.max(1),
+                newton_steps: a.newton_steps,
+                cg_iters: a.cg_iters.max(1),
+                curvature: a.curvature,
+                ..Default::default()
+            }),
             ..Default::default()
         },
         command: std::env::args().collect::<Vec<_>>().join(" "),

@@ -95,8 +95,10 @@ impl LazyWeight {
                 );
                 m.release(c);
             }
-            let a = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&self.shape), v)
-                .map_err(|e| Error::graph(format!("tensor {:?}", self.proto.name()), e.to_string()))?;
+            let a =
+                ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&self.shape), v).map_err(|e| {
+                    Error::graph(format!("tensor {:?}", self.proto.name()), e.to_string())
+                })?;
             return Ok(Tensor::float(DType::F32, a));
         }
         let t = tensor_from_proto::<S>(&self.proto)

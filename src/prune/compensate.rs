@@ -40,6 +40,9 @@ pub struct CompensateOptions {
     /// Calibration samples used (the first ones).
     pub max_samples: usize,
     pub micro_batch: usize,
+    /// `--refit snows`: after its least-squares refit, each consumer's kept weights are fit to
+    /// the dense outputs of the next `horizon` operations (Newton-CG, `sparse::snows`).
+    pub snows: Option<crate::sparse::snows::SnowsOptions>,
 }
 
 impl Default for CompensateOptions {
@@ -51,6 +54,7 @@ impl Default for CompensateOptions {
             max_columns: 1 << 16,
             max_samples: 128,
             micro_batch: 32,
+            snows: None,
         }
     }
 }
@@ -132,9 +136,29 @@ pub struct ImplantRow {
     pub error: f64,
 }
 
+/// One consumer's SNOWS step (`--refit snows`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SnowsRefitRow {
+    pub layer: String,
+    /// The reconstructed outputs (the horizon).
+    pub horizon: Vec<String>,
+    /// Horizon loss on the samples it was fit on, before and after.
+    pub loss_before: f64,
+    pub loss_after: f64,
+    /// The same on held-out calibration samples (the last quarter), which decide.
+    pub heldout_before: f64,
+    pub heldout_after: f64,
+    /// Whether the new weights were kept (they must lower the held-out loss).
+    pub kept: bool,
+    pub newton_steps: usize,
+    pub cg_iterations: usize,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CompensationReport {
     pub refits: Vec<RefitRow>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub snows: Vec<SnowsRefitRow>,
     pub implants: Vec<ImplantRow>,
     pub batchnorms_recalibrated: usize,
     pub columns: usize,
@@ -685,7 +709,115 @@ pub fn compensate(
         }
         progress(k + 1, steps.len());
     }
+    // SNOWS as a second sweep, through the BatchNorms as re-estimated: fitting through
+    // statistics that a later re-estimation replaces undid its gains (MobileNet fixture).
+    if let Some(so) = &o.snows
+        && o.refit
+    {
+        let held = if n >= 4 { n / 4 } else { 0 };
+        let check = slice_feeds(calib, n - held..n);
+        let dense_out = if held > 0 {
+            Engine::<f32>::new(g)?.run(check.clone())?
+        } else {
+            Vec::new()
+        };
+        let mut sorted: Vec<&Consumer> = cons.iter().collect();
+        sorted.sort_by_key(|c| c.node);
+        for (k, c) in sorted.iter().enumerate() {
+            let row = snows_refit(g, c, &mut net, calib, n, &check, &dense_out, so)?;
+            report.snows.push(row);
+            progress(steps.len() + k + 1, steps.len() + sorted.len());
+        }
+    }
     Ok((net.weights, report))
+}
+
+/// Squared distance of the network's outputs on `feeds` to `dense` (float outputs).
+fn output_error(
+    g: &Graph,
+    net: &Network,
+    feeds: &Feeds<f32>,
+    dense: &[Tensor<f32>],
+) -> Result<f64> {
+    let ys = Engine::<f32>::new(&net.apply_to(g.clone()))?.run(feeds.clone())?;
+    Ok(ys
+        .iter()
+        .zip(dense)
+        .filter_map(|(y, d)| Some((y.as_float()?, d.as_float()?)))
+        .map(|(y, d)| {
+            y.iter()
+                .zip(d)
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum::<f64>()
+        })
+        .sum())
+}
+
+/// SNOWS on a consumer, from its least-squares weights: fit on the first three quarters of the
+/// compensation samples, kept only when, on the last quarter, both the horizon loss and the
+/// model outputs' distance to the dense ones drop (a horizon can improve while the outputs
+/// get worse). With fewer than 4 samples there is no held-out part and the fit loss decides.
+#[allow(clippy::too_many_arguments)]
+fn snows_refit(
+    g: &Graph,
+    c: &Consumer,
+    net: &mut Network,
+    calib: &Feeds<f32>,
+    n: usize,
+    check: &Feeds<f32>,
+    dense_out: &[Tensor<f32>],
+    so: &crate::sparse::snows::SnowsOptions,
+) -> Result<SnowsRefitRow> {
+    use crate::sparse::snows;
+    let held = if n >= 4 { n / 4 } else { 0 };
+    let fit = slice_feeds(calib, 0..n - held);
+    let current = net.apply_to(g.clone());
+    let start = net.get(c.weight);
+    let start_a = start.as_float().expect("float weight").to_owned();
+    let mut keep = ArrayD::<f32>::ones(start_a.raw_dim());
+    for &i in &c.removed {
+        keep.index_axis_mut(Axis(c.axis), i).fill(0.0);
+    }
+    let (w, row) = snows::refit(g, &current, c.node, c.weight, &start_a, &keep, &fit, so)?;
+    let mut kept = row.newton_steps > 0;
+    let (heldout_before, heldout_after) = if held > 0 && kept {
+        let before = snows::loss(g, &current, c.node, c.weight, check, so)?;
+        let mut trial = current;
+        if let Some(wt) = trial.weights.get_mut(&c.weight) {
+            wt.tensor = Tensor::float(start.dtype, w.clone());
+        }
+        (before, snows::loss(g, &trial, c.node, c.weight, check, so)?)
+    } else {
+        (row.loss_before, row.loss_after)
+    };
+    kept &= heldout_after < heldout_before;
+    if kept {
+        let out_before = if held > 0 {
+            output_error(g, net, check, dense_out)?
+        } else {
+            0.0
+        };
+        let old = net.weights.insert(c.weight, Tensor::float(start.dtype, w));
+        let out_after = output_error(g, net, check, dense_out)?;
+        if held > 0 && out_after >= out_before {
+            kept = false;
+            match old {
+                Some(t) => net.weights.insert(c.weight, t),
+                None => net.weights.remove(&c.weight),
+            };
+        }
+    }
+    Ok(SnowsRefitRow {
+        layer: g.nodes[c.node].name.clone(),
+        horizon: row.horizon,
+        loss_before: row.loss_before,
+        loss_after: row.loss_after,
+        heldout_before,
+        heldout_after,
+        kept,
+        newton_steps: row.newton_steps,
+        cg_iterations: row.cg_iterations,
+    })
 }
 
 /// The dense bias a layer adds (zeros if none).

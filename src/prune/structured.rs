@@ -952,6 +952,26 @@ impl Report {
                     r.skipped.as_deref().unwrap_or_default()
                 );
             }
+            if !c.snows.is_empty() {
+                let kept: Vec<&super::compensate::SnowsRefitRow> =
+                    c.snows.iter().filter(|s| s.kept).collect();
+                let gain = |f: fn(&super::compensate::SnowsRefitRow) -> (f64, f64)| {
+                    let (b, a) = kept
+                        .iter()
+                        .map(|s| f(s))
+                        .fold((0.0, 0.0), |(x, y), (b, a)| (x + b, y + a));
+                    if b > 0.0 { 1.0 - a / b } else { 0.0 }
+                };
+                let _ = writeln!(
+                    o,
+                    "  snows    {} of {} layers improved on held-out samples (horizon loss −{:.1} % held-out, −{:.1} % fit; {} CG iterations)",
+                    kept.len(),
+                    c.snows.len(),
+                    100.0 * gain(|s| (s.heldout_before, s.heldout_after)),
+                    100.0 * gain(|s| (s.loss_before, s.loss_after)),
+                    c.snows.iter().map(|s| s.cg_iterations).sum::<usize>()
+                );
+            }
         }
         if !c.implants.is_empty() {
             let ch: usize = c.implants.iter().map(|i| i.channels).sum();

@@ -186,6 +186,36 @@ pub fn refit(
     calib: &Feeds<f32>,
     o: &SnowsOptions,
 ) -> Result<(ArrayD<f32>, SnowsRow)> {
+    let (targets, region, feeds, obj) = problem(dense, current, node, calib, o)?;
+    refit_on(current, &targets, &region, &feeds, &obj, w, start, keep, o)
+}
+
+/// The horizon loss of the layer at `node` with `current`'s weights, on `calib`: the quantity
+/// `refit` lowers, for checking a refit on samples it was not fit on.
+pub fn loss(
+    dense: &Graph,
+    current: &Graph,
+    node: usize,
+    w: ValueId,
+    calib: &Feeds<f32>,
+    o: &SnowsOptions,
+) -> Result<f64> {
+    let (_, region, feeds, obj) = problem(dense, current, node, calib, o)?;
+    let cur = Curvature::<f32>::new(&region.graph, o.micro_batch)?;
+    Ok(cur.gradient(&feeds, &obj, &[w])?.0)
+}
+
+type Problem = (Vec<ValueId>, Region, Feeds<f32>, Objective);
+
+/// The horizon of the layer at `node`, its region's graph, the region's inputs captured from
+/// `current` and the reconstruction objective toward `dense`'s outputs.
+fn problem(
+    dense: &Graph,
+    current: &Graph,
+    node: usize,
+    calib: &Feeds<f32>,
+    o: &SnowsOptions,
+) -> Result<Problem> {
     let (targets, sources) = horizon(current, node, o.horizon.max(1))?;
     let region = Region::new(current, &sources, &targets)?;
     let mut feeds = capture(current, calib, &sources, o.micro_batch)?;
@@ -205,7 +235,21 @@ pub fn refit(
                 .ok_or_else(|| Error::graph(current.name(v).to_string(), "is not float"))
         })
         .collect::<Result<_>>()?;
-    let obj = Objective::reconstruction(terms);
+    Ok((targets, region, feeds, Objective::reconstruction(terms)))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn refit_on(
+    current: &Graph,
+    targets: &[ValueId],
+    region: &Region,
+    feeds: &Feeds<f32>,
+    obj: &Objective,
+    w: ValueId,
+    start: &ArrayD<f32>,
+    keep: &ArrayD<f32>,
+    o: &SnowsOptions,
+) -> Result<(ArrayD<f32>, SnowsRow)> {
     let dtype = current.weights[&w].tensor.dtype;
     let mut cur = Curvature::<f32>::new(&region.graph, o.micro_batch)?;
     let mut wcur = start * keep;
@@ -217,11 +261,11 @@ pub fn refit(
             .collect(),
         ..Default::default()
     };
-    let (l0, _) = cur.gradient(&feeds, &obj, &[w])?;
+    let (l0, _) = cur.gradient(feeds, obj, &[w])?;
     row.loss_before = l0;
     let mut loss = l0;
     for _ in 0..o.newton_steps {
-        let (_, mut gr) = cur.gradient(&feeds, &obj, &[w])?;
+        let (_, mut gr) = cur.gradient(feeds, obj, &[w])?;
         let g = gr.remove(0) * keep;
         let gnorm = dot(&g, &g).sqrt();
         if gnorm == 0.0 || !gnorm.is_finite() {
@@ -236,11 +280,11 @@ pub fn refit(
         for _ in 0..o.cg_iters.max(1) {
             let hd = match o.curvature {
                 Curv::Exact => cur
-                    .hvp(&feeds, &obj, &[w], std::slice::from_ref(&d))?
+                    .hvp(feeds, obj, &[w], std::slice::from_ref(&d))?
                     .hv
                     .remove(0),
                 Curv::GaussNewton => cur
-                    .gnvp(&feeds, &obj, &[w], std::slice::from_ref(&d))?
+                    .gnvp(feeds, obj, &[w], std::slice::from_ref(&d))?
                     .remove(0),
             } * keep;
             row.cg_iterations += 1;
@@ -273,7 +317,7 @@ pub fn refit(
         for _ in 0..20 {
             let cand = (&wcur + &p.mapv(|v| v * alpha)) * keep;
             cur.set_weight(w, Tensor::float(dtype, cand.clone()))?;
-            let (lc, _) = cur.gradient(&feeds, &obj, &[w])?;
+            let (lc, _) = cur.gradient(feeds, obj, &[w])?;
             if lc.is_finite() && lc <= loss + 1e-5 * alpha as f64 * gp {
                 accepted = Some((cand, lc));
                 break;
