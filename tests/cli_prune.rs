@@ -459,3 +459,58 @@ fn bad_prune_input_gives_one_clear_line() {
     );
     assert!(!out.exists(), "failed runs leave nothing");
 }
+
+#[test]
+fn refit_snows_reports_its_steps() {
+    let dir = common::scratch("cli-prune-snows");
+    let (m, out, report) = (fx("resnet.onnx"), dir.join("out.onnx"), dir.join("r.json"));
+    let calib = fx("mnist_calib.npz");
+    let o = run(&[
+        s(&m),
+        s(&out),
+        "--structured",
+        "0.5",
+        "--criterion",
+        "magnitude",
+        "--calib",
+        s(&calib),
+        "--refit",
+        "snows",
+        "--horizon",
+        "2",
+        "--compensation-samples",
+        "32",
+        "--latency-runs",
+        "0",
+        "--report",
+        s(&report),
+    ]);
+    assert!(o.status.success(), "{}", err(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("layers improved on held-out samples"),
+        "{stdout}"
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let rows = r["compensation"]["snows"].as_array().unwrap();
+    let refits = r["compensation"]["refits"].as_array().unwrap();
+    assert_eq!(rows.len(), refits.len());
+    for row in rows {
+        assert!(row["horizon"].as_array().unwrap().len() <= 2, "{row}");
+        assert!(row["loss_before"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    common::onnx_check_files(std::slice::from_ref(&out));
+    fails_with(
+        &[
+            s(&m),
+            s(&out),
+            "--structured",
+            "0.5",
+            "--refit",
+            "snows",
+            "--no-compensation",
+        ],
+        1,
+        "cannot be used with",
+    );
+}
