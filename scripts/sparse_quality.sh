@@ -4,7 +4,7 @@
 # update), obs (OBS mask + update), woodfisher (mask + update) and snows on the magnitude, obs
 # and woodfisher masks. ROWS="wf:woodfisher:woodfisher …" runs only the rows given; EXTRA adds
 # flags to every run (the snows-gn rows: ROWS="snows-gn:magnitude:snows"
-# EXTRA="--curvature gauss-newton").
+# EXTRA="--curvature gauss-newton"); MODELS and PATTERNS ("0.5 0.8 2:4") narrow the grid.
 # Writes target/sparse-quality/<model>-<pattern>-<row>.json and prints one line per run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,7 @@ data="--calib fixtures/mnist_calib.npz --labels fixtures/mnist_calib_labels.npy 
 # The layer-wise rows first (seconds each), then SNOWS (a minute each on the CNN fixtures).
 for rows in ${ROWS:-"mp:magnitude:none mp+:magnitude:obs obs:obs:obs wf:woodfisher:woodfisher" "snows-mag:magnitude:snows snows-obs:obs:snows snows-wf:woodfisher:snows"}; do
 for m in ${MODELS:-resnet mobilenet vit mlp mlpnet}; do
-  for p in 0.5 0.7 0.8 0.9 2:4; do
+  for p in ${PATTERNS:-0.5 0.7 0.8 0.9 2:4}; do
     if [ "$p" = "2:4" ]; then pat="--nm 2:4"; else pat="--unstructured $p"; fi
     for row in $rows; do
       IFS=: read -r name mask method <<<"$row"
