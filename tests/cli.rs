@@ -252,8 +252,13 @@ fn bad_input_gives_one_clear_line_and_exit_1() {
     let junk = tmp("junk.onnx");
     std::fs::write(&junk, b"\x08\x07this is not protobuf\xff\xff\xff").unwrap();
     fails_with(&["inspect", s(&junk)], 1, "not an ONNX model");
+    // inspect maps regular files; anything else is read, with read's error.
+    let dir = tmp("a-directory.onnx");
+    std::fs::create_dir_all(&dir).unwrap();
+    fails_with(&["inspect", s(&dir)], 1, "Is a directory");
     let empty = tmp("empty.onnx");
     std::fs::write(&empty, b"").unwrap();
+    fails_with(&["inspect", s(&empty)], 1, "empty file");
     fails_with(
         &["eval", s(&empty), "--data", s(&data), "--out", s(&out)],
         1,

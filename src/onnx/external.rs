@@ -209,7 +209,9 @@ mod memmap_or_bytes {
             p: &Path,
             maps: Option<&mut Vec<crate::onnx::mapped::Mapped>>,
         ) -> std::io::Result<Blob> {
-            let Some(maps) = maps else {
+            // Only regular files are mapped; anything else gets read (and read's errors).
+            let regular = std::fs::metadata(p).is_ok_and(|m| m.is_file());
+            let Some(maps) = maps.filter(|_| regular) else {
                 return Ok(Blob(Bytes::from(std::fs::read(p)?)));
             };
             Ok(Blob(match crate::onnx::mapped::Mapped::open(p)? {

@@ -51,6 +51,10 @@ pub fn load_model(path: &Path) -> Result<LoadedModel> {
 /// Loads a model with the file and its external data memory-mapped rather than read: no
 /// weight is copied until it is decoded (see `onnx::mapped`).
 pub fn load_model_mapped(path: &Path) -> Result<LoadedModel> {
+    // Pipes, devices and directories cannot be mapped: read them (and get read's errors).
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return load_model(path);
+    }
     let Some(map) = Mapped::open(path).map_err(|e| Error::io(path, e))? else {
         return Err(Error::bad_model(path, "empty file"));
     };
