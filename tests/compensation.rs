@@ -510,24 +510,30 @@ fn hap_unit_traces_converge_to_the_exact_traces() {
     );
 }
 
+/// The first `n` MNIST calibration images, as feeds and as unlabelled calibration = eval data.
+fn mnist_calib(n: usize) -> (Feeds<f32>, prune::Data) {
+    let feeds = common::head(
+        onnx_prune::data::read_npz(&common::fixtures().join("mnist_calib.npz")).unwrap(),
+        n,
+    );
+    let data = prune::Data {
+        calib: feeds.clone(),
+        calib_labels: None,
+        eval: feeds.clone(),
+        eval_labels: None,
+        source: "mnist_calib".into(),
+        synthetic: false,
+    };
+    (feeds, data)
+}
+
 #[test]
 fn every_criterion_with_and_without_implants_and_compensation_gives_a_valid_model() {
     let dir = common::scratch("criteria");
     let mut files = Vec::new();
     for name in ["resnet", "vit"] {
         let m = Model::load(&common::fixtures().join(format!("{name}.onnx"))).unwrap();
-        let feeds = common::head(
-            onnx_prune::data::read_npz(&common::fixtures().join("mnist_calib.npz")).unwrap(),
-            64,
-        );
-        let data = prune::Data {
-            calib: feeds.clone(),
-            calib_labels: None,
-            eval: feeds.clone(),
-            eval_labels: None,
-            source: "mnist_calib".into(),
-            synthetic: false,
-        };
+        let (_, data) = mnist_calib(64);
         for c in [
             Criterion::Magnitude,
             Criterion::Taylor,
@@ -574,18 +580,7 @@ fn snows_refit_keeps_only_steps_that_help_on_held_out_samples() {
     // pruned model is never further from the dense one on those samples than the
     // least-squares result it starts from.
     let m = Model::load(&common::fixtures().join("mobilenet.onnx")).unwrap();
-    let feeds = common::head(
-        onnx_prune::data::read_npz(&common::fixtures().join("mnist_calib.npz")).unwrap(),
-        128,
-    );
-    let data = prune::Data {
-        calib: feeds.clone(),
-        calib_labels: None,
-        eval: feeds.clone(),
-        eval_labels: None,
-        source: "mnist_calib".into(),
-        synthetic: false,
-    };
+    let (feeds, data) = mnist_calib(128);
     let run = |snows: bool| {
         let o = StructuredOptions {
             ratio: 0.5,

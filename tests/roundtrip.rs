@@ -24,6 +24,19 @@ fn ort_outputs(
         .collect()
 }
 
+/// A model of `graph` at IR version 8, default-domain opset 17.
+fn opset17(graph: onnx_prune::onnx::proto::GraphProto) -> ModelProto {
+    ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![onnx_prune::onnx::proto::OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(17),
+        }],
+        graph: Some(graph),
+        ..Default::default()
+    }
+}
+
 fn same_bits(a: &[Vec<f64>], b: &[Vec<f64>]) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|(x, y)| {
@@ -325,29 +338,21 @@ fn models_over_two_gib_are_written_with_external_data() {
         raw_data: Some(5i64.to_le_bytes().to_vec().into()),
         ..Default::default()
     };
-    let m = ModelProto {
-        ir_version: Some(8),
-        opset_import: vec![onnx_prune::onnx::proto::OperatorSetIdProto {
-            domain: Some(String::new()),
-            version: Some(17),
-        }],
-        graph: Some(GraphProto {
-            name: Some("big".into()),
-            node: vec![NodeProto {
-                op_type: Some("Gather".into()),
-                input: vec!["big".into(), "idx".into()],
-                output: vec!["y".into()],
-                ..Default::default()
-            }],
-            initializer: vec![big, idx],
-            output: vec![ValueInfoProto {
-                name: Some("y".into()),
-                ..Default::default()
-            }],
+    let m = opset17(GraphProto {
+        name: Some("big".into()),
+        node: vec![NodeProto {
+            op_type: Some("Gather".into()),
+            input: vec!["big".into(), "idx".into()],
+            output: vec!["y".into()],
             ..Default::default()
-        }),
+        }],
+        initializer: vec![big, idx],
+        output: vec![ValueInfoProto {
+            name: Some("y".into()),
+            ..Default::default()
+        }],
         ..Default::default()
-    };
+    });
     let dir = common::scratch("over-2gib");
     let out = dir.join("big.onnx");
     let data = dir.join("big.onnx.data");
@@ -416,22 +421,14 @@ fn inspect_holds_one_large_weight_at_a_time() {
         });
         x = format!("h{i}");
     }
-    let m = ModelProto {
-        ir_version: Some(8),
-        opset_import: vec![onnx_prune::onnx::proto::OperatorSetIdProto {
-            domain: Some(String::new()),
-            version: Some(17),
-        }],
-        graph: Some(GraphProto {
-            name: Some("tall".into()),
-            node: nodes,
-            initializer: inits,
-            input: vec![vi("x")],
-            output: vec![vi(&x)],
-            ..Default::default()
-        }),
+    let m = opset17(GraphProto {
+        name: Some("tall".into()),
+        node: nodes,
+        initializer: inits,
+        input: vec![vi("x")],
+        output: vec![vi(&x)],
         ..Default::default()
-    };
+    });
     let dir = common::scratch("inspect-memory");
     let path = dir.join("tall.onnx");
     let opts = SaveOptions {

@@ -714,17 +714,26 @@ pub fn compensate(
     if let Some(so) = &o.snows
         && o.refit
     {
+        // Fit on the first three quarters, check on the last (with fewer than 4 samples there
+        // is nothing to hold out and the fit loss decides).
         let held = if n >= 4 { n / 4 } else { 0 };
-        let check = slice_feeds(calib, n - held..n);
-        let dense_out = if held > 0 {
-            Engine::<f32>::new(g)?.run(check.clone())?
-        } else {
-            Vec::new()
-        };
+        let fit = slice_feeds(calib, 0..n - held);
+        let mut check = None;
+        if held > 0 {
+            let feeds = slice_feeds(calib, n - held..n);
+            let dense = Engine::<f32>::new(g)?.run(feeds.clone())?;
+            let mut h = HeldOut {
+                feeds,
+                dense,
+                error_now: 0.0,
+            };
+            h.error_now = output_error(g, &net, &h)?;
+            check = Some(h);
+        }
         let mut sorted: Vec<&Consumer> = cons.iter().collect();
         sorted.sort_by_key(|c| c.node);
         for (k, c) in sorted.iter().enumerate() {
-            let row = snows_refit(g, c, &mut net, calib, n, &check, &dense_out, so)?;
+            let row = snows_refit(g, c, &mut net, &fit, check.as_mut(), so)?;
             report.snows.push(row);
             progress(steps.len() + k + 1, steps.len() + sorted.len());
         }
@@ -732,17 +741,21 @@ pub fn compensate(
     Ok((net.weights, report))
 }
 
-/// Squared distance of the network's outputs on `feeds` to `dense` (float outputs).
-fn output_error(
-    g: &Graph,
-    net: &Network,
-    feeds: &Feeds<f32>,
-    dense: &[Tensor<f32>],
-) -> Result<f64> {
-    let ys = Engine::<f32>::new(&net.apply_to(g.clone()))?.run(feeds.clone())?;
+/// The held-out samples of the SNOWS sweep: inputs, the dense outputs, and the network's
+/// current squared distance to them (updated as steps are kept).
+struct HeldOut {
+    feeds: Feeds<f32>,
+    dense: Vec<Tensor<f32>>,
+    error_now: f64,
+}
+
+/// Squared distance of the network's outputs on the held-out samples to the dense ones
+/// (float outputs).
+fn output_error(g: &Graph, net: &Network, h: &HeldOut) -> Result<f64> {
+    let ys = Engine::<f32>::new(&net.apply_to(g.clone()))?.run(h.feeds.clone())?;
     Ok(ys
         .iter()
-        .zip(dense)
+        .zip(&h.dense)
         .filter_map(|(y, d)| Some((y.as_float()?, d.as_float()?)))
         .map(|(y, d)| {
             y.iter()
@@ -753,24 +766,19 @@ fn output_error(
         .sum())
 }
 
-/// SNOWS on a consumer, from its least-squares weights: fit on the first three quarters of the
-/// compensation samples, kept only when, on the last quarter, both the horizon loss and the
-/// model outputs' distance to the dense ones drop (a horizon can improve while the outputs
-/// get worse). With fewer than 4 samples there is no held-out part and the fit loss decides.
-#[allow(clippy::too_many_arguments)]
+/// SNOWS on a consumer, from its least-squares weights, fit on `fit`; kept only when, on the
+/// held-out samples, both the horizon loss and the model outputs' distance to the dense ones
+/// drop (a horizon can improve while the outputs get worse). Without held-out samples the fit
+/// loss decides.
 fn snows_refit(
     g: &Graph,
     c: &Consumer,
     net: &mut Network,
-    calib: &Feeds<f32>,
-    n: usize,
-    check: &Feeds<f32>,
-    dense_out: &[Tensor<f32>],
+    fit: &Feeds<f32>,
+    check: Option<&mut HeldOut>,
     so: &crate::sparse::snows::SnowsOptions,
 ) -> Result<SnowsRefitRow> {
     use crate::sparse::snows;
-    let held = if n >= 4 { n / 4 } else { 0 };
-    let fit = slice_feeds(calib, 0..n - held);
     let current = net.apply_to(g.clone());
     let start = net.get(c.weight);
     let start_a = start.as_float().expect("float weight").to_owned();
@@ -778,33 +786,26 @@ fn snows_refit(
     for &i in &c.removed {
         keep.index_axis_mut(Axis(c.axis), i).fill(0.0);
     }
-    let (w, row) = snows::refit(g, &current, c.node, c.weight, &start_a, &keep, &fit, so)?;
+    let (w, row) = snows::refit(g, &current, c.node, c.weight, &start_a, &keep, fit, so)?;
     let mut kept = row.newton_steps > 0;
-    let (heldout_before, heldout_after) = if held > 0 && kept {
-        let before = snows::loss(g, &current, c.node, c.weight, check, so)?;
-        let mut trial = current;
-        if let Some(wt) = trial.weights.get_mut(&c.weight) {
-            wt.tensor = Tensor::float(start.dtype, w.clone());
-        }
-        (before, snows::loss(g, &trial, c.node, c.weight, check, so)?)
-    } else {
-        (row.loss_before, row.loss_after)
+    let (heldout_before, heldout_after) = match &check {
+        Some(h) if kept => snows::losses(g, &current, c.node, c.weight, &w, &h.feeds, so)?,
+        _ => (row.loss_before, row.loss_after),
     };
     kept &= heldout_after < heldout_before;
     if kept {
-        let out_before = if held > 0 {
-            output_error(g, net, check, dense_out)?
-        } else {
-            0.0
-        };
         let old = net.weights.insert(c.weight, Tensor::float(start.dtype, w));
-        let out_after = output_error(g, net, check, dense_out)?;
-        if held > 0 && out_after >= out_before {
-            kept = false;
-            match old {
-                Some(t) => net.weights.insert(c.weight, t),
-                None => net.weights.remove(&c.weight),
-            };
+        if let Some(h) = check {
+            let after = output_error(g, net, h)?;
+            if after < h.error_now {
+                h.error_now = after;
+            } else {
+                kept = false;
+                match old {
+                    Some(t) => net.weights.insert(c.weight, t),
+                    None => net.weights.remove(&c.weight),
+                };
+            }
         }
     }
     Ok(SnowsRefitRow {

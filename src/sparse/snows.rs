@@ -190,19 +190,24 @@ pub fn refit(
     refit_on(current, &targets, &region, &feeds, &obj, w, start, keep, o)
 }
 
-/// The horizon loss of the layer at `node` with `current`'s weights, on `calib`: the quantity
-/// `refit` lowers, for checking a refit on samples it was not fit on.
-pub fn loss(
+/// The horizon loss of the layer at `node` on `calib` with `current`'s weight `w`, and with
+/// `w` replaced by `candidate`: the quantity `refit` lowers, for checking a refit on samples it
+/// was not fit on. The region's inputs lie upstream of the layer, so one capture serves both.
+pub fn losses(
     dense: &Graph,
     current: &Graph,
     node: usize,
     w: ValueId,
+    candidate: &ArrayD<f32>,
     calib: &Feeds<f32>,
     o: &SnowsOptions,
-) -> Result<f64> {
+) -> Result<(f64, f64)> {
     let (_, region, feeds, obj) = problem(dense, current, node, calib, o)?;
-    let cur = Curvature::<f32>::new(&region.graph, o.micro_batch)?;
-    Ok(cur.gradient(&feeds, &obj, &[w])?.0)
+    let mut cur = Curvature::<f32>::new(&region.graph, o.micro_batch)?;
+    let before = cur.gradient(&feeds, &obj, &[w])?.0;
+    let dtype = current.weights[&w].tensor.dtype;
+    cur.set_weight(w, Tensor::float(dtype, candidate.clone()))?;
+    Ok((before, cur.gradient(&feeds, &obj, &[w])?.0))
 }
 
 type Problem = (Vec<ValueId>, Region, Feeds<f32>, Objective);
