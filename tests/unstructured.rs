@@ -53,10 +53,14 @@ fn quick(pattern: Pattern, mask: MaskKind, method: Method) -> UnstructuredOption
 
 /// Every written weight of a pruned layer: (name, shape, values).
 fn weights_of(bytes: &[u8], names: &[String]) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let f = common::scratch("unstructured-read").join(format!("{}.onnx", std::process::id()));
+    // Decoded in memory: tests run in parallel, and a shared scratch file raced (one test's
+    // `scratch` removed the folder while another wrote into it).
     ModelProto::decode(bytes).unwrap();
-    std::fs::write(&f, bytes).unwrap();
-    let model = Model::load(&f).unwrap();
+    let model = Model::from_loaded(
+        onnx_prune::onnx::decode_model(bytes.to_vec().into(), std::path::Path::new("pruned.onnx"))
+            .unwrap(),
+    )
+    .unwrap();
     names
         .iter()
         .map(|n| {
