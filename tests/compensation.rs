@@ -642,3 +642,45 @@ fn snows_refit_keeps_only_steps_that_help_on_held_out_samples() {
     std::fs::write(&f, &sn.bytes).unwrap();
     common::onnx_check_files(&[f]);
 }
+
+#[test]
+fn refits_without_held_out_columns_are_not_applied() {
+    // A Gemm sees one column per sample. With 3 calibration samples in one micro-batch no
+    // column is held out, so no refit can be checked and none is applied (the pruned weights
+    // stay, with the reason). With micro-batches of one sample (a model with a fixed batch of
+    // 1), every fourth micro-batch is held out whole, and refits are checked and applied.
+    let m = Model::load(&common::fixtures().join("mlp.onnx")).unwrap();
+    let run = |n: usize, micro_batch: usize| {
+        let (_, data) = mnist_calib(n);
+        let o = StructuredOptions {
+            ratio: 0.5,
+            criterion: Criterion::Magnitude,
+            compensation: CompensateOptions {
+                micro_batch,
+                bn_recalibrate: false,
+                ..Default::default()
+            },
+            latency_runs: 0,
+            ..Default::default()
+        };
+        prune::structured::run(&m, &data, &o, &mut |_, _, _| {})
+            .unwrap()
+            .report
+            .compensation
+            .refits
+    };
+    let few = run(3, 32);
+    assert!(!few.is_empty());
+    for r in &few {
+        let why = r.skipped.as_deref().unwrap_or("");
+        assert!(why.contains("no held-out calibration columns"), "{r:?}");
+        assert_eq!(r.error_after, r.error_before, "{r:?}");
+    }
+    let single = run(64, 1);
+    assert!(
+        single
+            .iter()
+            .any(|r| r.skipped.is_none() && r.error_after < r.error_before),
+        "no refit applied with 64 single-sample micro-batches: {single:?}"
+    );
+}
