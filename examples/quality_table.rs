@@ -3,7 +3,9 @@
 //! compensation + implants), scored on held-out data:
 //! - fixtures, PP-LCNet, PP-OCR cls: top-1 accuracy against the free labels;
 //! - PP-OCR rec: exact match and character error rate of the greedy CTC decode of rendered strings;
-//! - MiniLM, Open-NSFW, PP-OCR det: cosine similarity / top-1 agreement with the dense model.
+//! - MiniLM, PP-OCR det: cosine similarity with the dense model's output;
+//! - Open-NSFW: Pearson correlation of the NSFW score's log-odds with the dense model's (its
+//!   two-way softmax on mostly safe images has cosine ≈ 0.999 whatever is pruned).
 //!
 //! `cargo run --release --example quality_table -- [--models a,b] [--criteria c,d] [--ratios 0.3,0.5]
 //!  [--variants none,comp,implant] [--out target/quality.json]`  (needs scripts/setup.sh)
@@ -35,6 +37,7 @@ enum Metric {
     Accuracy,
     Ctc,
     Cosine,
+    LogOdds,
 }
 
 fn cases() -> Vec<Case> {
@@ -58,7 +61,7 @@ fn cases() -> Vec<Case> {
         ("ppocr_v4_rec", Metric::Ctc),
         ("ppocr_v4_det", Metric::Cosine),
         ("minilm_l3", Metric::Cosine),
-        ("open_nsfw", Metric::Cosine),
+        ("open_nsfw", Metric::LogOdds),
     ] {
         let labels = |split: &str| {
             let p = d.join("inputs").join(format!("{n}_{split}_labels.npy"));
@@ -165,7 +168,31 @@ fn score(
             let agg = onnx_prune::validate::agreement("y", &dense[i], &y[i].1).unwrap();
             (agg.cosine, format!("{:.4}", agg.cosine))
         }
+        Metric::LogOdds => {
+            let r = pearson(&log_odds(&dense[0]), &log_odds(&y[0].1));
+            (r, format!("{r:.4}"))
+        }
     }
+}
+
+/// ln(p₁ / p₀) per row of an [N, 2] probability output.
+fn log_odds(t: &onnx_prune::tensor::Tensor<f32>) -> Vec<f64> {
+    t.to_f64_vec()
+        .chunks(2)
+        .map(|p| (p[1].max(1e-12) / p[0].max(1e-12)).ln())
+        .collect()
+}
+
+fn pearson(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().max(1) as f64;
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
+    for (x, y) in a.iter().zip(b) {
+        ab += (x - ma) * (y - mb);
+        aa += (x - ma).powi(2);
+        bb += (y - mb).powi(2);
+    }
+    ab / (aa * bb).sqrt().max(1e-30)
 }
 
 fn arg(name: &str) -> Option<String> {

@@ -55,11 +55,13 @@ print("| model | " + " | ".join(f"R = {x}" for x in ratios) + " |")
 print("|---|" + "---|" * len(ratios))
 for m in order:
     cells = []
-    cosine = m in ("ppocr_v4_det", "minilm_l3", "open_nsfw")
+    cosine = m in ("ppocr_v4_det", "minilm_l3")
     for x in ratios:
         v = [d for (mm, xx, d) in margins if mm == m and xx == x]
         if not v:
             cells.append("–")
+        elif m == "open_nsfw":
+            cells.append(f"{v[0]:+.4f} log-odds r")
         elif cosine:
             cells.append(f"{v[0]:+.4f} cosine")
         else:

@@ -589,3 +589,85 @@ fn the_batchnorm_warm_up_normalises_every_batchnorm_on_the_calibration_data() {
         }
     }
 }
+
+#[test]
+fn snows_starts_from_the_obs_result_and_keeps_only_steps_that_help_held_out_outputs() {
+    // `--method snows` runs after the layer-wise (OBS) pass and its BatchNorm re-estimation,
+    // from those weights, fit on 3/4 of the calibration samples; a layer's steps stay only when
+    // the last quarter's outputs get closer to the dense ones. So on those samples the result
+    // is no further from the dense model than `--method obs` on the same mask.
+    let m = Model::load(&common::fixtures().join("mobilenet.onnx")).unwrap();
+    let feeds = common::head(
+        onnx_prune::data::read_npz(&common::fixtures().join("mnist_calib.npz")).unwrap(),
+        64,
+    );
+    let d = data(feeds.clone());
+    let run = |method: Method| {
+        let o = UnstructuredOptions {
+            samples: 64,
+            snows: SnowsOptions {
+                horizon: 4,
+                newton_steps: 1,
+                cg_iters: 5,
+                ..Default::default()
+            },
+            ..quick(Pattern::Sparsity(0.8), MaskKind::Obs, method)
+        };
+        sparse::run(&m, &d, &o, &mut |_, _, _| {}).unwrap()
+    };
+    let (obs, sn) = (run(Method::Obs), run(Method::Snows));
+    let check = onnx_prune::autodiff::curvature::slice_feeds(&feeds, 48..64);
+    let dense = onnx_prune::interp::Engine::<f32>::new(&m.graph)
+        .unwrap()
+        .run(check.clone())
+        .unwrap();
+    let err = |bytes: &[u8]| -> f64 {
+        let p = Model::from_loaded(
+            onnx_prune::onnx::decode_model(bytes.to_vec().into(), &m.source.path).unwrap(),
+        )
+        .unwrap();
+        let y = onnx_prune::interp::Engine::<f32>::new(&p.graph)
+            .unwrap()
+            .run(check.clone())
+            .unwrap();
+        let (a, b) = (y[0].to_f64_vec(), dense[0].to_f64_vec());
+        a.iter().zip(&b).map(|(x, y)| (x - y).powi(2)).sum()
+    };
+    let rows: Vec<_> = sn
+        .report
+        .layers
+        .iter()
+        .filter_map(|l| l.snows.as_ref())
+        .collect();
+    assert_eq!(
+        rows.len(),
+        sn.report.layers.len(),
+        "one SNOWS row per layer"
+    );
+    let mut kept = 0;
+    for (l, s) in sn.report.layers.iter().zip(&rows) {
+        let (before, after) = s.output_error.unwrap_or((0.0, 0.0));
+        if s.kept == Some(true) {
+            kept += 1;
+            assert!(after < before, "{}: kept but {before} → {after}", l.layer);
+            assert_eq!(l.method, "snows");
+        } else {
+            assert_eq!(l.method, "obs", "{}", l.layer);
+        }
+    }
+    // Same mask: exactly the same zeros.
+    assert_eq!(
+        obs.masks.iter().map(|m| &m.2).collect::<Vec<_>>(),
+        sn.masks.iter().map(|m| &m.2).collect::<Vec<_>>()
+    );
+    let (e_obs, e_sn) = (err(&obs.bytes), err(&sn.bytes));
+    eprintln!(
+        "held-out output error: obs {e_obs:.2}, snows {e_sn:.2} ({kept} of {} layers kept)",
+        rows.len()
+    );
+    assert!(kept > 0, "no SNOWS step kept: {rows:?}");
+    assert!(
+        e_sn < e_obs,
+        "SNOWS further from dense than its OBS start: {e_sn} ≥ {e_obs}"
+    );
+}

@@ -772,15 +772,15 @@ pub fn compensate(
 
 /// The held-out samples of the SNOWS sweep: inputs, the dense outputs, and the network's
 /// current squared distance to them (updated as steps are kept).
-struct HeldOut {
-    feeds: Feeds<f32>,
-    dense: Vec<Tensor<f32>>,
-    error_now: f64,
+pub(crate) struct HeldOut {
+    pub(crate) feeds: Feeds<f32>,
+    pub(crate) dense: Vec<Tensor<f32>>,
+    pub(crate) error_now: f64,
 }
 
 /// Squared distance of the network's outputs on the held-out samples to the dense ones
 /// (float outputs).
-fn output_error(g: &Graph, net: &Network, h: &HeldOut) -> Result<f64> {
+pub(crate) fn output_error(g: &Graph, net: &Network, h: &HeldOut) -> Result<f64> {
     let ys = Engine::<f32>::new(&net.apply_to(g.clone()))?.run(h.feeds.clone())?;
     Ok(ys
         .iter()

@@ -20,7 +20,9 @@ use crate::interp::{Engine, Feeds};
 use crate::ir::{Model, Op, ValueId};
 use crate::onnx::{ModelProto, NodeProto};
 use crate::prune::Data;
-use crate::prune::compensate::{Layer, Network, moments, recalibrate_bn, stats_of};
+use crate::prune::compensate::{
+    HeldOut, Layer, Network, moments, output_error, recalibrate_bn, stats_of,
+};
 use crate::prune::structured::Progress;
 use crate::runtime::Device;
 use crate::tensor::Tensor;
@@ -28,6 +30,7 @@ use crate::validate::gate::{ValidateOptions, Validation, validate};
 use layers::Selection;
 use layerwise::LayerInput;
 use mask::{Allocation, Pattern};
+use ndarray::{ArrayD, IxDyn};
 use prost::Message;
 use saliency::MaskKind;
 use serde::{Deserialize, Serialize};
@@ -239,6 +242,110 @@ fn optimal_update(
 }
 
 /// A keep-mask as 1.0 / 0.0 in rows layout.
+/// What the SNOWS sweep works on: the pruned layers, their masks (weight name, shape, keep in
+/// the weight's own order), the calibration samples, and whether the interpreter runs the whole
+/// graph (for the held-out output check).
+struct Sweep<'a> {
+    targets: &'a [layers::Target],
+    masks: &'a [(String, Vec<usize>, Vec<bool>)],
+    calib: &'a Feeds<f32>,
+    whole: bool,
+}
+
+/// SNOWS over the pruned layers in graph order, from the layer-wise (OBS) weights with the
+/// BatchNorms already re-estimated for them: fit on the first three quarters of the
+/// calibration samples, a layer's steps kept only when on the last quarter both the horizon
+/// loss and the network outputs' distance to the dense ones drop. Inline in the layer-wise
+/// pass, with the BatchNorms re-estimated after it, SNOWS ended below its own warm start on
+/// the MobileNet fixture at 80 % (39.0 vs 64.8 %): the re-estimated statistics undid what the
+/// steps had fit through the old ones. With fewer than 8 samples nothing is held out and the
+/// fit loss decides.
+fn snows_sweep(
+    g: &crate::ir::Graph,
+    s: &Sweep,
+    rows: &mut [LayerRow],
+    net: &mut Network,
+    o: &UnstructuredOptions,
+    progress: Progress,
+) -> Result<()> {
+    let n = batch_size(s.calib)?;
+    let held = if n >= 8 { n / 4 } else { 0 };
+    let fit = slice_feeds(s.calib, 0..n - held);
+    let check = (held > 0)
+        .then(|| -> Result<HeldOut> {
+            let feeds = slice_feeds(s.calib, n - held..n);
+            let dense = if s.whole {
+                Engine::<f32>::new(g)?.run(feeds.clone())?
+            } else {
+                Vec::new()
+            };
+            Ok(HeldOut {
+                feeds,
+                dense,
+                error_now: 0.0,
+            })
+        })
+        .transpose()?;
+    let so = snows::SnowsOptions {
+        micro_batch: o.micro_batch.max(1),
+        ..o.snows
+    };
+    for (li, (t, (_, shape, keep))) in s.targets.iter().zip(s.masks).enumerate() {
+        progress("snows", li, s.targets.len());
+        let dtype = g.weights[&t.weight].tensor.dtype;
+        let km = ArrayD::from_shape_vec(
+            IxDyn(shape),
+            keep.iter().map(|&k| if k { 1.0f32 } else { 0.0 }).collect(),
+        )
+        .expect("mask in the weight's shape");
+        let start = net.get(t.weight);
+        let start = start.as_float().expect("float weight").to_owned();
+        let current = net.apply_to(g.clone());
+        let (w, mut row) = snows::refit(g, &current, t.node, t.weight, &start, &km, &fit, &so)?;
+        let mut kept = row.newton_steps > 0;
+        if kept && let Some(h) = &check {
+            let (hb, ha) = snows::losses(g, &current, t.node, t.weight, &w, &h.feeds, &so)?;
+            row.heldout = Some((hb, ha));
+            kept = ha < hb;
+            if kept && s.whole {
+                let e0 = output_error(g, net, h)?;
+                net.weights
+                    .insert(t.weight, Tensor::float(dtype, w.clone()));
+                let e1 = output_error(g, net, h)?;
+                row.output_error = Some((e0, e1));
+                kept = e1 < e0;
+            }
+        }
+        let r = &mut rows[li];
+        if kept {
+            let zeros = w.iter().filter(|v| **v == 0.0).count();
+            net.weights.insert(t.weight, Tensor::float(dtype, w));
+            r.zeros = zeros;
+            // The layer-wise error of the final weights would need the layer's statistics
+            // again; the horizon losses in the row say what SNOWS changed.
+            r.error_after = None;
+        } else {
+            net.weights.insert(t.weight, Tensor::float(dtype, start));
+            r.method = "obs".into();
+            if row.newton_steps > 0 {
+                r.note = Some(match (row.heldout, row.output_error) {
+                    (_, Some((a, b))) => {
+                        format!("SNOWS steps not kept: held-out output error {a:.4} → {b:.4}")
+                    }
+                    (Some((a, b)), None) => {
+                        format!("SNOWS steps not kept: held-out horizon loss {a:.4} → {b:.4}")
+                    }
+                    (None, None) => "SNOWS steps not kept".into(),
+                });
+            }
+        }
+        row.kept = check.is_some().then_some(kept);
+        r.snows = Some(row);
+    }
+    progress("snows", s.targets.len(), s.targets.len());
+    Ok(())
+}
+
 fn ones(keep: &[bool]) -> Vec<f64> {
     keep.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect()
 }
@@ -644,7 +751,6 @@ pub fn run(
         };
         let mut note = None;
         let mut retries = 0;
-        let mut snows_row = None;
         // The mask.
         let keep: Vec<bool> = match &upfront {
             Some(m) => m[li].clone(),
@@ -702,20 +808,9 @@ pub fn run(
             }
             Method::Obs => optimal(&mut retries, &mut note)?,
             Method::Snows => {
-                let w0 = optimal(&mut retries, &mut note)?;
-                let shape = g.weights[&t.weight].tensor.shape().to_vec();
-                let start = saliency::from_rows(t, &shape, &w0);
-                let km = saliency::from_rows(t, &shape, &ones(&keep));
-                let cur_graph = net.apply_to(g.clone());
-                let so = snows::SnowsOptions {
-                    micro_batch: mb,
-                    ..o.snows
-                };
-                let (w, row) =
-                    snows::refit(g, &cur_graph, t.node, t.weight, &start, &km, &calib, &so)?;
-                snows_row = Some(row);
-                let wt = Tensor::float(g.weights[&t.weight].tensor.dtype, w);
-                layer.rows(&wt)
+                // The layer-wise warm start now; the SNOWS sweep runs after every layer has it
+                // and the BatchNorms were re-estimated (see below).
+                optimal(&mut retries, &mut note)?
             }
         };
         let error_of = |w: &[f64]| -> f64 {
@@ -761,7 +856,7 @@ pub fn run(
             error_after: Some(error_of(&new_rows)),
             method: method.to_string(),
             cholesky_retries: retries,
-            snows: snows_row,
+            snows: None,
             note,
         });
     }
@@ -803,6 +898,19 @@ pub fn run(
         }
     }
     seconds.insert("batchnorm".into(), t2.elapsed().as_secs_f64());
+
+    if matches!(o.method, Method::Snows) {
+        let t = std::time::Instant::now();
+        let whole = partial.is_none();
+        let sweep = Sweep {
+            targets: &targets,
+            masks: &masks_out,
+            calib: &calib,
+            whole,
+        };
+        snows_sweep(g, &sweep, &mut rows_out, &mut net, o, &mut *progress)?;
+        seconds.insert("snows".into(), t.elapsed().as_secs_f64());
+    }
 
     // Write.
     let mut m = model.source.proto.clone();

@@ -60,6 +60,15 @@ pub struct SnowsRow {
     pub newton_steps: usize,
     pub cg_iterations: usize,
     pub rejected_steps: usize,
+    /// The unstructured pass's held-out check (the calibration samples' last quarter): the
+    /// horizon loss from the warm start and after the steps, the network outputs' squared
+    /// distance to the dense ones likewise, and whether the steps were kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heldout: Option<(f64, f64)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_error: Option<(f64, f64)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept: Option<bool>,
 }
 
 fn horizon_op(op: &Op) -> bool {
