@@ -376,6 +376,7 @@ pub fn apply(model: &Model, a: &Analysis, probe: &Probe, edit: &Edit) -> Result<
         }
     }
     gp.node = nodes;
+    list_initializers_as_inputs(&mut m);
     Ok(m)
 }
 
@@ -486,6 +487,44 @@ fn implant_surgery(
     };
     set_int(&mut concat, "axis", 1);
     Ok(vec![conv, concat])
+}
+
+/// IR versions below 4 require every initializer to be a graph input too (onnx.checker:
+/// "in initializer but not in graph input"): the tensors a rewrite adds (implant weights, new
+/// shape constants) are listed there, typed and shaped like the tensor.
+fn list_initializers_as_inputs(m: &mut ModelProto) {
+    use crate::onnx::proto::{TensorShapeProto, TypeProto, ValueInfoProto, tensor_shape_proto};
+    if m.ir_version() >= 4 {
+        return;
+    }
+    let Some(gp) = m.graph.as_mut() else { return };
+    let listed: BTreeSet<String> = gp.input.iter().map(|i| i.name().to_string()).collect();
+    let missing: Vec<ValueInfoProto> = gp
+        .initializer
+        .iter()
+        .filter(|t| !listed.contains(t.name()))
+        .map(|t| ValueInfoProto {
+            name: Some(t.name().to_string()),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: t.data_type,
+                    shape: Some(TensorShapeProto {
+                        dim: t
+                            .dims
+                            .iter()
+                            .map(|&d| tensor_shape_proto::Dimension {
+                                value: Some(dimension::Value::DimValue(d)),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+    gp.input.extend(missing);
 }
 
 /// The producer's output units on its weight: axis 0 ([out, in…]: Conv, Gemm with transB) or

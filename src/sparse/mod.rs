@@ -322,8 +322,18 @@ fn snows_sweep(
             net.weights.insert(t.weight, Tensor::float(dtype, w));
             r.zeros = zeros;
             // The layer-wise error of the final weights would need the layer's statistics
-            // again; the horizon losses in the row say what SNOWS changed.
+            // again; the held-out losses in the note say what SNOWS changed.
             r.error_after = None;
+            r.note = Some(match (row.heldout, row.output_error) {
+                (Some((a, b)), Some((c, d))) => {
+                    format!("held-out horizon loss {a:.4} → {b:.4}, output error {c:.4} → {d:.4}")
+                }
+                (Some((a, b)), None) => format!("held-out horizon loss {a:.4} → {b:.4}"),
+                _ => format!(
+                    "horizon loss {:.4} → {:.4} on the fit samples",
+                    row.loss_before, row.loss_after
+                ),
+            });
         } else {
             net.weights.insert(t.weight, Tensor::float(dtype, start));
             r.method = "obs".into();
