@@ -611,22 +611,7 @@ fn snows_refit_keeps_only_steps_that_help_on_held_out_samples() {
     }
     // The held-out quarter of the 128 compensation samples.
     let check = onnx_prune::autodiff::curvature::slice_feeds(&feeds, 96..128);
-    let dense = onnx_prune::interp::Engine::<f32>::new(&m.graph)
-        .unwrap()
-        .run(check.clone())
-        .unwrap();
-    let err = |bytes: &[u8]| -> f64 {
-        let p = Model::from_loaded(
-            onnx_prune::onnx::decode_model(bytes.to_vec().into(), &m.source.path).unwrap(),
-        )
-        .unwrap();
-        let y = onnx_prune::interp::Engine::<f32>::new(&p.graph)
-            .unwrap()
-            .run(check.clone())
-            .unwrap();
-        let (a, b) = (y[0].to_f64_vec(), dense[0].to_f64_vec());
-        a.iter().zip(&b).map(|(x, y)| (x - y).powi(2)).sum()
-    };
+    let err = |bytes: &[u8]| common::output_sq_error(&m, bytes, &check);
     let (e_ls, e_sn) = (err(&ls.bytes), err(&sn.bytes));
     eprintln!(
         "held-out output error: least squares {e_ls:.3}, + SNOWS {e_sn:.3} ({} of {} layers kept)",

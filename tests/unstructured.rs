@@ -617,22 +617,7 @@ fn snows_starts_from_the_obs_result_and_keeps_only_steps_that_help_held_out_outp
     };
     let (obs, sn) = (run(Method::Obs), run(Method::Snows));
     let check = onnx_prune::autodiff::curvature::slice_feeds(&feeds, 48..64);
-    let dense = onnx_prune::interp::Engine::<f32>::new(&m.graph)
-        .unwrap()
-        .run(check.clone())
-        .unwrap();
-    let err = |bytes: &[u8]| -> f64 {
-        let p = Model::from_loaded(
-            onnx_prune::onnx::decode_model(bytes.to_vec().into(), &m.source.path).unwrap(),
-        )
-        .unwrap();
-        let y = onnx_prune::interp::Engine::<f32>::new(&p.graph)
-            .unwrap()
-            .run(check.clone())
-            .unwrap();
-        let (a, b) = (y[0].to_f64_vec(), dense[0].to_f64_vec());
-        a.iter().zip(&b).map(|(x, y)| (x - y).powi(2)).sum()
-    };
+    let err = |bytes: &[u8]| common::output_sq_error(&m, bytes, &check);
     let rows: Vec<_> = sn
         .report
         .layers

@@ -795,10 +795,8 @@ pub(crate) fn output_error(g: &Graph, net: &Network, h: &HeldOut) -> Result<f64>
         .sum())
 }
 
-/// SNOWS on a consumer, from its least-squares weights, fit on `fit`; kept only when, on the
-/// held-out samples, both the horizon loss and the model outputs' distance to the dense ones
-/// drop (a horizon can improve while the outputs get worse). Without held-out samples the fit
-/// loss decides.
+/// SNOWS on a consumer, from its least-squares weights with the removed inputs held at zero
+/// (`guarded_snows`).
 fn snows_refit(
     g: &Graph,
     c: &Consumer,
@@ -807,36 +805,14 @@ fn snows_refit(
     check: Option<&mut HeldOut>,
     so: &crate::sparse::snows::SnowsOptions,
 ) -> Result<SnowsRefitRow> {
-    use crate::sparse::snows;
-    let current = net.apply_to(g.clone());
     let start = net.get(c.weight);
-    let start_a = start.as_float().expect("float weight").to_owned();
-    let mut keep = ArrayD::<f32>::ones(start_a.raw_dim());
+    let start = start.as_float().expect("float weight").to_owned();
+    let mut keep = ArrayD::<f32>::ones(start.raw_dim());
     for &i in &c.removed {
         keep.index_axis_mut(Axis(c.axis), i).fill(0.0);
     }
-    let (w, row) = snows::refit(g, &current, c.node, c.weight, &start_a, &keep, fit, so)?;
-    let mut kept = row.newton_steps > 0;
-    let (heldout_before, heldout_after) = match &check {
-        Some(h) if kept => snows::losses(g, &current, c.node, c.weight, &w, &h.feeds, so)?,
-        _ => (row.loss_before, row.loss_after),
-    };
-    kept &= heldout_after < heldout_before;
-    if kept {
-        let old = net.weights.insert(c.weight, Tensor::float(start.dtype, w));
-        if let Some(h) = check {
-            let after = output_error(g, net, h)?;
-            if after < h.error_now {
-                h.error_now = after;
-            } else {
-                kept = false;
-                match old {
-                    Some(t) => net.weights.insert(c.weight, t),
-                    None => net.weights.remove(&c.weight),
-                };
-            }
-        }
-    }
+    let (row, kept) = guarded_snows(g, net, c.node, c.weight, &start, &keep, fit, check, so)?;
+    let (heldout_before, heldout_after) = row.heldout.unwrap_or((row.loss_before, row.loss_after));
     Ok(SnowsRefitRow {
         layer: g.nodes[c.node].name.clone(),
         horizon: row.horizon,
@@ -848,6 +824,58 @@ fn snows_refit(
         newton_steps: row.newton_steps,
         cg_iterations: row.cg_iterations,
     })
+}
+
+/// One guarded SNOWS refit of `weight` (`--refit snows` and `--method snows`): Newton-CG from
+/// `start` under `keep`, fit on `fit`; kept only when, on the held-out samples, the horizon
+/// loss drops and, where their dense outputs are known, so does the network outputs' distance
+/// to them (a horizon can improve while the outputs get worse; `check.error_now` carries that
+/// distance from step to step). Without held-out samples the fit loss decides. `net` is left
+/// with the new weights or as it was; the row gets `heldout`, `output_error` and, with
+/// held-out samples, `kept`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn guarded_snows(
+    g: &Graph,
+    net: &mut Network,
+    node: usize,
+    weight: ValueId,
+    start: &ArrayD<f32>,
+    keep: &ArrayD<f32>,
+    fit: &Feeds<f32>,
+    mut check: Option<&mut HeldOut>,
+    so: &crate::sparse::snows::SnowsOptions,
+) -> Result<(crate::sparse::snows::SnowsRow, bool)> {
+    use crate::sparse::snows;
+    let current = net.apply_to(g.clone());
+    let (w, mut row) = snows::refit(g, &current, node, weight, start, keep, fit, so)?;
+    let mut kept = row.newton_steps > 0;
+    match check.as_deref() {
+        Some(h) if kept => {
+            let (before, after) = snows::losses(g, &current, node, weight, &w, &h.feeds, so)?;
+            row.heldout = Some((before, after));
+            kept = after < before;
+        }
+        _ => kept &= row.loss_after < row.loss_before,
+    }
+    if kept {
+        let dtype = g.weights[&weight].tensor.dtype;
+        let old = net.weights.insert(weight, Tensor::float(dtype, w));
+        if let Some(h) = check.as_deref_mut().filter(|h| !h.dense.is_empty()) {
+            let after = output_error(g, net, h)?;
+            row.output_error = Some((h.error_now, after));
+            if after < h.error_now {
+                h.error_now = after;
+            } else {
+                kept = false;
+                match old {
+                    Some(t) => net.weights.insert(weight, t),
+                    None => net.weights.remove(&weight),
+                };
+            }
+        }
+    }
+    row.kept = check.is_some().then_some(kept);
+    Ok((row, kept))
 }
 
 /// The dense bias a layer adds (zeros if none).

@@ -21,7 +21,7 @@ use crate::ir::{Model, Op, ValueId};
 use crate::onnx::{ModelProto, NodeProto};
 use crate::prune::Data;
 use crate::prune::compensate::{
-    HeldOut, Layer, Network, moments, output_error, recalibrate_bn, stats_of,
+    HeldOut, Layer, Network, guarded_snows, moments, output_error, recalibrate_bn, stats_of,
 };
 use crate::prune::structured::Progress;
 use crate::runtime::Device;
@@ -241,7 +241,6 @@ fn optimal_update(
     Ok((w, r, false))
 }
 
-/// A keep-mask as 1.0 / 0.0 in rows layout.
 /// What the SNOWS sweep works on: the pruned layers, their masks (weight name, shape, keep in
 /// the weight's own order), the calibration samples, and whether the interpreter runs the whole
 /// graph (for the held-out output check).
@@ -271,7 +270,7 @@ fn snows_sweep(
     let n = batch_size(s.calib)?;
     let held = if n >= 8 { n / 4 } else { 0 };
     let fit = slice_feeds(s.calib, 0..n - held);
-    let check = (held > 0)
+    let mut check = (held > 0)
         .then(|| -> Result<HeldOut> {
             let feeds = slice_feeds(s.calib, n - held..n);
             let dense = if s.whole {
@@ -279,11 +278,15 @@ fn snows_sweep(
             } else {
                 Vec::new()
             };
-            Ok(HeldOut {
+            let mut h = HeldOut {
                 feeds,
                 dense,
                 error_now: 0.0,
-            })
+            };
+            if s.whole {
+                h.error_now = output_error(g, net, &h)?;
+            }
+            Ok(h)
         })
         .transpose()?;
     let so = snows::SnowsOptions {
@@ -292,7 +295,6 @@ fn snows_sweep(
     };
     for (li, (t, (_, shape, keep))) in s.targets.iter().zip(s.masks).enumerate() {
         progress("snows", li, s.targets.len());
-        let dtype = g.weights[&t.weight].tensor.dtype;
         let km = ArrayD::from_shape_vec(
             IxDyn(shape),
             keep.iter().map(|&k| if k { 1.0f32 } else { 0.0 }).collect(),
@@ -300,27 +302,25 @@ fn snows_sweep(
         .expect("mask in the weight's shape");
         let start = net.get(t.weight);
         let start = start.as_float().expect("float weight").to_owned();
-        let current = net.apply_to(g.clone());
-        let (w, mut row) = snows::refit(g, &current, t.node, t.weight, &start, &km, &fit, &so)?;
-        let mut kept = row.newton_steps > 0;
-        if kept && let Some(h) = &check {
-            let (hb, ha) = snows::losses(g, &current, t.node, t.weight, &w, &h.feeds, &so)?;
-            row.heldout = Some((hb, ha));
-            kept = ha < hb;
-            if kept && s.whole {
-                let e0 = output_error(g, net, h)?;
-                net.weights
-                    .insert(t.weight, Tensor::float(dtype, w.clone()));
-                let e1 = output_error(g, net, h)?;
-                row.output_error = Some((e0, e1));
-                kept = e1 < e0;
-            }
-        }
+        let (row, kept) = guarded_snows(
+            g,
+            net,
+            t.node,
+            t.weight,
+            &start,
+            &km,
+            &fit,
+            check.as_mut(),
+            &so,
+        )?;
         let r = &mut rows[li];
         if kept {
-            let zeros = w.iter().filter(|v| **v == 0.0).count();
-            net.weights.insert(t.weight, Tensor::float(dtype, w));
-            r.zeros = zeros;
+            r.zeros = net
+                .get(t.weight)
+                .to_f64_vec()
+                .iter()
+                .filter(|v| **v == 0.0)
+                .count();
             // The layer-wise error of the final weights would need the layer's statistics
             // again; the held-out losses in the note say what SNOWS changed.
             r.error_after = None;
@@ -335,7 +335,6 @@ fn snows_sweep(
                 ),
             });
         } else {
-            net.weights.insert(t.weight, Tensor::float(dtype, start));
             r.method = "obs".into();
             if row.newton_steps > 0 {
                 r.note = Some(match (row.heldout, row.output_error) {
@@ -349,13 +348,13 @@ fn snows_sweep(
                 });
             }
         }
-        row.kept = check.is_some().then_some(kept);
         r.snows = Some(row);
     }
     progress("snows", s.targets.len(), s.targets.len());
     Ok(())
 }
 
+/// A keep-mask as 1.0 / 0.0 in rows layout.
 fn ones(keep: &[bool]) -> Vec<f64> {
     keep.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect()
 }

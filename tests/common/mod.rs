@@ -202,3 +202,27 @@ pub fn scratch(name: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// Squared distance of a pruned model's first output (its encoded `bytes`, decoded beside the
+/// original `m`) to the original's on `feeds`, both run in the interpreter.
+pub fn output_sq_error(
+    m: &onnx_prune::ir::Model,
+    bytes: &[u8],
+    feeds: &[(String, Tensor<f32>)],
+) -> f64 {
+    use onnx_prune::interp::Engine;
+    let p = onnx_prune::ir::Model::from_loaded(
+        onnx_prune::onnx::decode_model(bytes.to_vec().into(), &m.source.path).unwrap(),
+    )
+    .unwrap();
+    let y = Engine::<f32>::new(&p.graph)
+        .unwrap()
+        .run(feeds.to_vec())
+        .unwrap();
+    let d = Engine::<f32>::new(&m.graph)
+        .unwrap()
+        .run(feeds.to_vec())
+        .unwrap();
+    let (a, b) = (y[0].to_f64_vec(), d[0].to_f64_vec());
+    a.iter().zip(&b).map(|(x, y)| (x - y).powi(2)).sum()
+}
