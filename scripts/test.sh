@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # tee and grep hide cargo's status: take it from the pipeline itself (an `|| true` here would
 # replace PIPESTATUS with true's and turn a failing suite green).
+# A fresh clone has no target/ before cargo creates it: tee would drop the log.
+mkdir -p target
 set +e
 cargo test --release -- --nocapture 2>&1 | tee target/test-output.log | grep -E '^(test |test result|ONNX node tests|[a-z0-9_]+ +(max\||[0-9]+ bytes|FLOPs))|error|panicked|FAILED'
 status=("${PIPESTATUS[@]}")
