@@ -66,9 +66,8 @@ pub(crate) fn reduced_rank(
     let (u, sv, v) = (svd.U(), svd.S().column_vector(), svd.V());
     let r = r.min(s).min(k);
     // Wᵀ = L⁻ᵀ [M]_rᵀ (W = [M]_r L⁻¹).
-    let mut wt = faer::Mat::<f64>::from_fn(k, s, |j, row| {
-        (0..r).map(|q| u[(row, q)] * sv[q] * v[(j, q)]).sum()
-    });
+    let vs = faer::Mat::<f64>::from_fn(k, r, |j, q| v[(j, q)] * sv[q]);
+    let mut wt = &vs * u.subcols(0, r).transpose();
     faer::linalg::triangular_solve::solve_upper_triangular_in_place(
         l.transpose(),
         wt.as_mut(),
