@@ -142,6 +142,15 @@ pub fn concat<S: Real>(inputs: &[Option<&Tensor<S>>], axis_attr: i64) -> OpResul
     let ts: Vec<&Tensor<S>> = inputs.iter().flatten().copied().collect();
     let first = *ts.first().ok_or("Concat needs inputs")?;
     let ax = axis(axis_attr, first.shape().len())?;
+    // ndarray's concatenate indexes every operand's axis before comparing ranks, so a lower-rank
+    // operand would panic there instead of failing.
+    if let Some(t) = ts.iter().find(|t| t.shape().len() != first.shape().len()) {
+        return Err(format!(
+            "Concat inputs have different ranks: {:?} and {:?}",
+            first.shape(),
+            t.shape()
+        ));
+    }
     fn cat<T: Clone>(arrs: Vec<&Arr<T>>, ax: usize) -> Result<ArrayD<T>, String> {
         let views: Vec<_> = arrs.iter().map(|a| a.view()).collect();
         ndarray::concatenate(Axis(ax), &views).map_err(|e| format!("Concat: {e}"))
@@ -568,7 +577,20 @@ pub fn cast<S: Real>(x: &Tensor<S>, to: DType) -> OpResult<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::resolve_reshape;
+    use super::{concat, resolve_reshape};
+    use crate::tensor::Tensor;
+
+    // Found by the fuzzer (a node's op type edited to Concat over a vector and a scalar):
+    // ndarray's concatenate panicked on the scalar instead of the op failing.
+    #[test]
+    fn concat_of_different_ranks_is_an_error() {
+        let v = Tensor::<f32>::i64_vec(vec![1, 2]);
+        let s = Tensor::<f32>::i64(ndarray::ArrayD::from_elem(ndarray::IxDyn(&[]), 3));
+        let e = concat(&[Some(&v), Some(&s)], 0).unwrap_err();
+        assert!(e.contains("different ranks"), "{e}");
+        let ok = concat(&[Some(&v), Some(&v)], 0).unwrap();
+        assert_eq!(ok[0].shape(), &[4]);
+    }
 
     // Found by the fuzzer (a mutated ViT reshape constant): the product of the requested
     // dimensions overflowed instead of being refused.
