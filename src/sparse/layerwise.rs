@@ -26,11 +26,12 @@ pub struct Stats {
 /// Where a layer's input on one batch comes from: the interpreter on a prefix sub-graph whose
 /// only output it is, or onnxruntime (`super::ort_inputs`, partial support).
 pub(crate) trait LayerInput {
-    fn input(&self, f: &Feeds<f32>) -> Result<ndarray::ArrayD<f32>>;
+    /// The input on batch `batch` of the pass, whose feeds are `f`.
+    fn input(&self, batch: usize, f: &Feeds<f32>) -> Result<ndarray::ArrayD<f32>>;
 }
 
 impl LayerInput for Engine<'_, f32> {
-    fn input(&self, f: &Feeds<f32>) -> Result<ndarray::ArrayD<f32>> {
+    fn input(&self, _: usize, f: &Feeds<f32>) -> Result<ndarray::ArrayD<f32>> {
         self.run(f.clone())?
             .remove(0)
             .as_float()
@@ -78,8 +79,8 @@ pub(crate) fn gather_grouped(
             samples: 0,
         })
         .collect();
-    for f in batches {
-        let (xp, xd) = (current.input(f)?, dense.input(f)?);
+    for (b, f) in batches.iter().enumerate() {
+        let (xp, xd) = (current.input(b, f)?, dense.input(b, f)?);
         for (gi, st) in out.iter_mut().enumerate() {
             let sl = |x: &ndarray::ArrayD<f32>| {
                 x.slice_axis(
@@ -130,8 +131,8 @@ impl Stats {
         let mut gram = vec![0.0f64; k * k];
         let mut cross = vec![0.0f64; rows * k];
         let (mut tnorm, mut samples) = (0.0, 0usize);
-        for f in batches {
-            let (xp, xd) = (current.input(f)?, dense.input(f)?);
+        for (b, f) in batches.iter().enumerate() {
+            let (xp, xd) = (current.input(b, f)?, dense.input(b, f)?);
             let (cp, kp, np) = columns(&layer.op, &xp, &layer.w_shape, budget)?;
             let (cd, _, nd) = columns(&layer.op, &xd, &layer.w_shape, budget)?;
             if kp != k || np != nd {

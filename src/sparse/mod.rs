@@ -6,6 +6,7 @@
 //! BatchNorm statistics), validated in onnxruntime like the structured pass.
 
 pub mod at_init;
+mod frontier;
 pub mod layers;
 pub mod layerwise;
 pub mod mask;
@@ -27,6 +28,7 @@ use crate::prune::structured::Progress;
 use crate::runtime::Device;
 use crate::tensor::Tensor;
 use crate::validate::gate::{ValidateOptions, Validation, validate};
+use frontier::Frontier;
 use layers::Selection;
 use layerwise::LayerInput;
 use mask::{Allocation, Pattern};
@@ -705,6 +707,10 @@ pub fn run(
     };
     let mut rows_out = Vec::new();
     let mut masks_out = Vec::new();
+    let dense_net = Network::dense(g);
+    let mut frontiers = partial
+        .is_none()
+        .then(|| (Frontier::new(g, &batches), Frontier::new(g, &batches)));
     for (li, t) in targets.iter().enumerate() {
         progress("layers", li, targets.len());
         let layer = Layer::of(g, t.node, t.weight);
@@ -727,6 +733,14 @@ pub fn run(
                 let cur = ort_inputs::OrtInput::new(model, &net, x, ort_threads)?;
                 let dense = ort_inputs::OrtInput::new(model, &Network::dense(g), x, ort_threads)?;
                 gather(&cur, &dense, &batches)?
+            } else if let Some((cur, dense)) = frontiers.as_mut() {
+                cur.advance(&net, t.node)?;
+                dense.advance(&dense_net, t.node)?;
+                let parts = gather(&cur.input(x), &dense.input(x), &batches)?;
+                if cur.bytes() + dense.bytes() > frontier::MAX_LIVE_BYTES {
+                    frontiers = None;
+                }
+                parts
             } else {
                 let prefix = net.apply_to(g.subgraph(&[], &[x])?);
                 let dense_prefix = g.subgraph(&[], &[x])?;
@@ -877,6 +891,9 @@ pub fn run(
     let mut bns = 0;
     if o.bn_recalibrate && o.at_init.is_none() {
         let first = targets.iter().map(|t| t.node).min().unwrap_or(0);
+        let mut frontiers = partial
+            .is_none()
+            .then(|| (Frontier::new(g, &batches), Frontier::new(g, &batches)));
         for (i, nd) in g.nodes.iter().enumerate().skip(first + 1) {
             if !matches!(nd.op, Ok(Op::BatchNorm { .. })) {
                 continue;
@@ -884,9 +901,9 @@ pub fn run(
             let Some(x) = nd.inputs[0] else { continue };
             let (mut dp, mut cp) = (Vec::new(), Vec::new());
             let mut collect = |cur: &dyn LayerInput, dense: &dyn LayerInput, b: &[Feeds<f32>]| {
-                for f in b {
-                    dp.push(stats_of(&dense.input(f)?));
-                    cp.push(stats_of(&cur.input(f)?));
+                for (bi, f) in b.iter().enumerate() {
+                    dp.push(stats_of(&dense.input(bi, f)?));
+                    cp.push(stats_of(&cur.input(bi, f)?));
                 }
                 Result::Ok(())
             };
@@ -894,6 +911,13 @@ pub fn run(
                 let cur = ort_inputs::OrtInput::new(model, &net, x, ort_threads)?;
                 let dense = ort_inputs::OrtInput::new(model, &Network::dense(g), x, ort_threads)?;
                 collect(&cur, &dense, &batches)?;
+            } else if let Some((cur, dense)) = frontiers.as_mut() {
+                cur.advance(&net, i)?;
+                dense.advance(&dense_net, i)?;
+                collect(&cur.input(x), &dense.input(x), &batches)?;
+                if cur.bytes() + dense.bytes() > frontier::MAX_LIVE_BYTES {
+                    frontiers = None;
+                }
             } else {
                 let dense_prefix = g.subgraph(&[], &[x])?;
                 let dense = Engine::<f32>::new(&dense_prefix)?;

@@ -61,7 +61,7 @@ impl OrtInput {
 }
 
 impl LayerInput for OrtInput {
-    fn input(&self, f: &Feeds<f32>) -> Result<ndarray::ArrayD<f32>> {
+    fn input(&self, _: usize, f: &Feeds<f32>) -> Result<ndarray::ArrayD<f32>> {
         let out = self.session.borrow_mut().run_lenient(f)?;
         out.into_iter()
             .find(|(n, _)| *n == self.name)
@@ -115,10 +115,13 @@ mod tests {
         for net in &nets {
             let ort = OrtInput::new(&model, net, x, 1)
                 .unwrap()
-                .input(&feeds)
+                .input(0, &feeds)
                 .unwrap();
             let prefix = net.apply_to(g.subgraph(&[], &[x]).unwrap());
-            let ours = Engine::<f32>::new(&prefix).unwrap().input(&feeds).unwrap();
+            let ours = Engine::<f32>::new(&prefix)
+                .unwrap()
+                .input(0, &feeds)
+                .unwrap();
             assert_eq!(ort.shape(), ours.shape());
             let scale = ours.iter().fold(0f32, |m, v| m.max(v.abs()));
             let err = ort
