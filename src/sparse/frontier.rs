@@ -107,7 +107,7 @@ impl Frontier {
         self.live
             .iter()
             .flat_map(|m| m.values())
-            .map(|t| t.len() * 4)
+            .map(|t| t.len() * std::mem::size_of::<f32>())
             .sum()
     }
 
@@ -214,10 +214,26 @@ mod tests {
                         .insert(w, Tensor::float(t.tensor.dtype, a.mapv(|v| 0.5 * v)));
                 }
             }
-            assert!(
-                frontier.bytes() < 64 << 20,
-                "{name}: dead values were freed"
-            );
+            // Live after the last stop: exactly the activations made before it (or fed) that
+            // a node from it on still reads, or the graph outputs: dead ones were freed.
+            let at = frontier.at;
+            let mut want: Vec<ValueId> = (0..g.values.len())
+                .filter(|&v| !g.weights.contains_key(&v))
+                .filter(|&v| {
+                    g.inputs.contains(&v)
+                        || g.nodes[..at].iter().any(|n| n.outputs.contains(&Some(v)))
+                })
+                .filter(|&v| {
+                    g.outputs.contains(&v)
+                        || g.nodes[at..].iter().any(|n| n.inputs.contains(&Some(v)))
+                })
+                .collect();
+            want.sort_unstable();
+            for live in &frontier.live {
+                let mut got: Vec<ValueId> = live.keys().copied().collect();
+                got.sort_unstable();
+                assert_eq!(got, want, "{name}: live values after node {at}");
+            }
         }
     }
 }
