@@ -88,6 +88,11 @@ fn main() {
         {
             opts.round_to = r;
         }
+        match std::env::var("BENCH_COST").as_deref() {
+            Ok("params") => opts.cost = Some(prune::RankCost::Params),
+            Ok("flops") => opts.cost = Some(prune::RankCost::Flops),
+            _ => {}
+        }
         match std::env::var("BENCH_TARGET").as_deref() {
             Ok("flops") => opts.target = prune::Target::Flops,
             Ok("latency") => {

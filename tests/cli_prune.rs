@@ -221,6 +221,63 @@ fn target_latency_searches_timed_candidates() {
     common::onnx_check_files(std::slice::from_ref(&out));
 }
 
+/// Under a FLOPs target a loss-estimating criterion ranks per FLOP (the knapsack's greedy
+/// order for that budget): it reaches the target removing fewer parameters than the
+/// per-parameter ranking, which spends the budget on parameter-heavy, FLOP-light structures.
+#[test]
+fn a_flops_target_ranks_per_flop() {
+    let dir = common::scratch("cli-prune-cost");
+    let out = dir.join("fast.onnx");
+    let (model, calib, labels) = (
+        fx("mobilenet.onnx"),
+        fx("mnist_calib.npz"),
+        fx("mnist_calib_labels.npy"),
+    );
+    let run_with = |cost: Option<&str>| -> serde_json::Value {
+        let report = dir.join(format!("report-{}.json", cost.unwrap_or("default")));
+        let mut a = vec![
+            s(&model),
+            s(&out),
+            "--structured",
+            "0.5",
+            "--target",
+            "flops",
+            "--criterion",
+            "taylor",
+            "--no-compensation",
+            "--calib",
+            s(&calib),
+            "--labels",
+            s(&labels),
+            "--latency-runs",
+            "0",
+            "--force",
+            "--report",
+            s(&report),
+        ];
+        if let Some(c) = cost {
+            a.extend(["--cost", c]);
+        }
+        let o = run(&a);
+        assert!(o.status.success(), "{}", err(&o));
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap()
+    };
+    let (per_flop, per_param) = (run_with(None), run_with(Some("params")));
+    assert_eq!(per_flop["cost"], "flops");
+    assert_eq!(per_param["cost"], "params");
+    let f = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap();
+    for r in [&per_flop, &per_param] {
+        assert!(f(r, "achieved") >= 0.5, "{r}");
+    }
+    assert!(
+        f(&per_flop, "params_removed") < 0.9 * f(&per_param, "params_removed"),
+        "per FLOP {} vs per parameter {} params removed",
+        f(&per_flop, "params_removed"),
+        f(&per_param, "params_removed")
+    );
+    common::onnx_check_files(std::slice::from_ref(&out));
+}
+
 #[test]
 fn the_accuracy_gate_refuses_to_write() {
     let dir = common::scratch("cli-prune-gate");

@@ -5,7 +5,7 @@ use clap::ValueEnum;
 use onnx_prune::calib::{self, ImageOptions, Layout};
 use onnx_prune::interp::Feeds;
 use onnx_prune::ir::Model;
-use onnx_prune::prune::{self, Criterion, Plan, StructuredOptions, Target};
+use onnx_prune::prune::{self, Criterion, Plan, RankCost, StructuredOptions, Target};
 use onnx_prune::runtime::Device;
 use onnx_prune::sparse::mask::{Allocation, Pattern};
 use onnx_prune::sparse::saliency::MaskKind;
@@ -82,6 +82,11 @@ pub struct PruneArgs {
     /// model); 1 turns rounding off. Heads and conv groups are not rounded.
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub round_to: usize,
+    /// What the global ranking weighs each structure's estimated loss against: the parameters
+    /// it removes or its FLOPs (default: what --target counts; flops for --target latency).
+    /// Not used by --criterion magnitude, whose scores are compared within their group.
+    #[arg(long, value_enum, value_name = "params|flops")]
+    pub cost: Option<RankCost>,
     /// Also prune widths normalised by LayerNormalization (transformer residual streams);
     /// not exact.
     #[arg(long)]
@@ -442,6 +447,7 @@ pub fn run(a: PruneArgs, threads: usize) -> Result<()> {
         criterion: a.criterion,
         max_layer_ratio: a.max_layer_ratio,
         round_to: a.round_to,
+        cost: a.cost,
         prune_hidden: a.prune_hidden,
         seed: a.seed,
         calib_samples: a.calib_samples.max(1),

@@ -20,6 +20,40 @@ pub enum Target {
     Latency,
 }
 
+/// What a removed unit costs in the global ranking of a loss-estimating criterion: the units
+/// with the least estimated loss per unit of this cost go first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RankCost {
+    /// Its parameters (HAP's own ranking): late, wide layers hold them and cost few FLOPs.
+    Params,
+    /// Its FLOPs per sample: early, high-resolution layers.
+    Flops,
+}
+
+impl RankCost {
+    /// The cost that matches a target: greedy removal by loss per unit of what the target
+    /// counts is the knapsack's greedy answer to it.
+    pub fn of(target: Target) -> RankCost {
+        match target {
+            Target::Prunable | Target::Params => RankCost::Params,
+            Target::Flops | Target::Latency => RankCost::Flops,
+        }
+    }
+}
+
+/// The factor that turns a loss-per-parameter rank of a unit removing `params` parameters and
+/// `flops` FLOPs into a loss-per-`cost` one (up to a constant). 1 for `Params` and for units
+/// without parameters; under `Flops` a unit that saves no FLOPs goes after every one that
+/// does (unless its estimated loss is zero).
+pub fn cost_factor(cost: RankCost, params: f64, flops: f64) -> f64 {
+    match cost {
+        _ if params <= 0.0 => 1.0,
+        RankCost::Params => 1.0,
+        RankCost::Flops => params / flops.max(1e-9),
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct AllocOptions {
     pub ratio: f64,

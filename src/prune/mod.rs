@@ -12,7 +12,7 @@ pub mod plan;
 pub mod second_order;
 pub mod structured;
 
-pub use allocate::Target;
+pub use allocate::{RankCost, Target};
 pub use criteria::Criterion;
 pub use plan::Plan;
 pub use structured::{Data, Outcome, Report, StructuredOptions};
