@@ -140,7 +140,7 @@ fn objective<S: Real>(
         None => (
             Objective::Mse {
                 value: out,
-                target: y,
+                target: y.into_shared(),
             },
             "squared error to the dense model".into(),
         ),

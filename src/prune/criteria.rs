@@ -142,7 +142,10 @@ pub fn taylor_objective(
     for (&o, t) in g.outputs.iter().zip(&y) {
         if let Some(a) = t.as_float() {
             let target = a.mapv(|v| v as f64 - rng.rademacher());
-            terms.push(Objective::Mse { value: o, target });
+            terms.push(Objective::Mse {
+                value: o,
+                target: target.into_shared(),
+            });
         }
     }
     Ok((

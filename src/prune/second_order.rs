@@ -117,7 +117,7 @@ pub fn objective(
         .filter_map(|(&o, t)| {
             t.as_float().map(|a| Objective::Mse {
                 value: o,
-                target: a.mapv(|v| v as f64),
+                target: a.mapv(|v| v as f64).into_shared(),
             })
         })
         .collect();

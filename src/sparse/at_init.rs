@@ -463,7 +463,7 @@ fn synflow(
         // ½‖y − (y − 1)‖² has gradient 1 in every output element here: ∂R/∂θ for R = Σ y.
         let obj = Objective::Mse {
             value,
-            target: y.mapv(|v| v - 1.0),
+            target: y.mapv(|v| v - 1.0).into_shared(),
         };
         let grads = cur.gradient(&ones, &obj, &wrt)?.1;
         let scores: Vec<ArrayD<f64>> = theta
