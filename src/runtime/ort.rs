@@ -130,7 +130,13 @@ impl OrtSession {
         let session = match model_dir {
             // Models with external data must be read from their folder.
             Some(dir) => {
-                let tmp = dir.join(format!(".onnx-prune-ort-{}.onnx", std::process::id()));
+                // Unique per session, not per process: threads of one process (parallel tests,
+                // a library user's workers) load at the same time, and one's remove_file broke
+                // another's load.
+                static NEXT: std::sync::atomic::AtomicUsize =
+                    std::sync::atomic::AtomicUsize::new(0);
+                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let tmp = dir.join(format!(".onnx-prune-ort-{}-{n}.onnx", std::process::id()));
                 std::fs::write(&tmp, model).map_err(|e| Error::io(&tmp, e))?;
                 let s = b.commit_from_file(&tmp);
                 let _ = std::fs::remove_file(&tmp);
