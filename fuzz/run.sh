@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-60}
 if ! cargo +nightly --version >/dev/null 2>&1; then
-  echo "fuzz: no nightly toolchain here; skipped (tests/fuzz_loader.rs covers the stable side)"
+  echo "fuzz: no nightly toolchain here; skipped (tests/suite/fuzz_loader.rs covers the stable side)"
   exit 0
 fi
 triple=$(rustc +nightly -vV | sed -n 's/^host: //p')

@@ -2,7 +2,7 @@
 //! exactly one `error:` line naming the file, node or tensor, exit code 1, no panic, and no
 //! output file, both for `inspect` (loader + IR builder) and for a pruning run.
 
-mod common;
+use crate::common;
 
 use onnx_prune::onnx::proto::{
     AttributeProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,

@@ -5,7 +5,7 @@
 //! is `fuzz/fuzz_targets/inspect.rs` (nightly; `.ci/run` runs it for a bounded time).
 //! PROPTEST_CASES sets the number of mutated models (default 2000 each).
 
-mod common;
+use crate::common;
 
 use onnx_prune::onnx::proto::ModelProto;
 use proptest::prelude::*;

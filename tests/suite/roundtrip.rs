@@ -2,7 +2,7 @@
 //! the IR writes the same model back, onnxruntime gives bit-identical outputs on the rewritten
 //! file, external data round-trips, and fields outside our schema are reported.
 
-mod common;
+use crate::common;
 
 use onnx_prune::ir::{Model, WeightSource};
 use onnx_prune::onnx::{ModelProto, SaveOptions, load_model, save_model};

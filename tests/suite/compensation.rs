@@ -3,7 +3,7 @@
 //! the kept inputs exactly; HAP's per-unit Hutchinson traces converge to the exact traces; and
 //! every criterion, with and without implants and compensation, gives a valid model.
 
-mod common;
+use crate::common;
 
 use ndarray::{ArrayD, IxDyn};
 use onnx_prune::analysis::{self, Probe};
@@ -367,7 +367,7 @@ fn rank_r_implants_reproduce_linear_units_of_that_rank() {
         .collect();
     assert_eq!(ops.iter().filter(|o| **o == "Concat").count(), 2, "{ops:?}");
     let bytes = pruned.encode_to_vec();
-    let f = common::scratch("implant").join("rank-implanted.onnx");
+    let f = common::scratch("implant-rank").join("rank-implanted.onnx");
     std::fs::write(&f, &bytes).unwrap();
     common::onnx_check_files(&[f]);
     let x = onnx_prune::calib::synthetic(g, &Default::default(), 16, 77).unwrap();

@@ -4,7 +4,7 @@
 //! computes with the removed units' consumer slices zeroed (removal is exact without
 //! compensation). Prints per model: groups, units removed, params and the check's error.
 
-mod common;
+use crate::common;
 
 use onnx_prune::analysis::{self, Probe};
 use onnx_prune::ir::Model;

@@ -4,7 +4,7 @@
 //! `fixtures/reference/`). Relative error ≤ 1e-4 per model (‖ours − torch‖ / ‖torch‖ over all
 //! weights), and every tensor's error is printed.
 
-mod common;
+use crate::common;
 
 use ndarray::ArrayD;
 use onnx_prune::autodiff::{Curvature, Objective, OutputKind};

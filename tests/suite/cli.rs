@@ -1,7 +1,7 @@
 //! The command line as users call it: inspect, eval (three engines), compare; exit codes and
 //! one-line errors for bad input.
 
-mod common;
+use crate::common;
 
 use onnx_prune::data::read_npz;
 use onnx_prune::onnx::proto::{

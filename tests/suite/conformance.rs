@@ -2,7 +2,7 @@
 //! every test whose ops and attributes the interpreter accepts must pass at the ONNX runner's
 //! tolerances (rtol 1e-3, atol 1e-7), except the cases listed in EXCLUDED with their reasons.
 
-mod common;
+use crate::common;
 
 use onnx_prune::interp::Engine;
 use onnx_prune::ir::Model;

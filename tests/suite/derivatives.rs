@@ -5,7 +5,7 @@
 //! - whole fixture models: gradients, HVPs, JVPs, Gauss-Newton products, per-sample gradients,
 //!   micro-batching, Hutchinson traces against exact traces, and layer Hessians.
 
-mod common;
+use crate::common;
 
 use ndarray::{ArrayD, IxDyn};
 use onnx_prune::autodiff::rng::SplitMix64;

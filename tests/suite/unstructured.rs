@@ -3,7 +3,7 @@
 //! valid model with exactly the requested sparsity or pattern; second-order updates beat
 //! plain masking; SNOWS' horizon is found on the graph; runs are deterministic.
 
-mod common;
+use crate::common;
 
 use onnx_prune::interp::Feeds;
 use onnx_prune::ir::Model;

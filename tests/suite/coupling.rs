@@ -3,7 +3,7 @@
 //! that, in onnxruntime, computes exactly what the original computes with those units' consumer
 //! slices zeroed. Every emitted model also passes onnx.checker with full shape inference.
 
-mod common;
+use crate::common;
 
 use onnx_prune::analysis::{self, Analysis, GroupKind, Probe};
 use onnx_prune::ir::Model;

@@ -4,7 +4,7 @@
 //! 1e-3: onnxruntime folds BatchNorm into Conv, and on deep nets (PP-OCRv4 rec) the unfolded
 //! arithmetic's rounding drifts past 1e-4 while staying far inside 1e-3.
 
-mod common;
+use crate::common;
 
 use onnx_prune::interp::Engine;
 use onnx_prune::ir::Model;

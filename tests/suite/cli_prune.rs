@@ -1,7 +1,7 @@
 //! `onnx-prune IN OUT --structured R …` as users call it: outputs, report, plan, determinism,
 //! the accuracy gate, calibration sources and bad input.
 
-mod common;
+use crate::common;
 
 use onnx_prune::onnx::ModelProto;
 use prost::Message;
