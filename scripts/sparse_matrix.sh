@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Every unstructured mask × weight update at 70 % and 2:4 through the CLI on every fixture and
+# every real model of MODELS.md (the light_* topologies included): the CLI validates each output
+# in onnxruntime before writing it; each written model is then checked with onnx.checker (full
+# shape inference) and its pruned weights are read back from the file and checked against the
+# report and the requested pattern by scripts/sparse_check.py (exact zero counts; the per-layer
+# or global count at 70 %; at most N nonzeros in every N:M group), then deleted. Small
+# calibration and solver settings: it checks validity, not quality (the quality table is
+# scripts/sparse_quality.sh). MODELS, MASKS, METHODS, PATTERNS narrow the grid.
+# Needs scripts/setup.sh. Appends one JSON line per run to target/sparse-matrix.jsonl.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=target/release/onnx-prune
+py=.deps/venv/bin/python
+out=target/sparse-matrix
+log=target/sparse-matrix.jsonl
+mkdir -p "$out"
+fixtures="resnet mobilenet vit mlp mlpnet"
+real="pp_lcnet_orientation ppocr_mobile_cls ppocr_v4_rec ppocr_v4_det minilm_l3 open_nsfw"
+light="light_squeezenet light_shufflenet light_inception_v1 light_inception_v2 light_densenet121 light_resnet50 light_bvlc_alexnet light_zfnet512 light_vgg19"
+small="--compensation-samples 16 --fisher-samples 16 --hessian-samples 8 --probes 2 --newton-steps 1 --cg-iters 3 --horizon 3 --latency-runs 0 --force"
+for m in ${MODELS:-$fixtures $real $light}; do
+  if [ -f "fixtures/$m.onnx" ]; then
+    model=fixtures/$m.onnx
+    data="--calib fixtures/mnist_calib.npz --labels fixtures/mnist_calib_labels.npy --eval fixtures/mnist_heldout.npz"
+  else
+    model=.deps/models/$m.onnx
+    data="--calib .deps/inputs/${m}_calib.npz --eval .deps/inputs/${m}_eval.npz"
+    if [ -f ".deps/inputs/${m}_calib_labels.npy" ]; then
+      data="$data --labels .deps/inputs/${m}_calib_labels.npy"
+    fi
+  fi
+  for p in ${PATTERNS:-0.7 2:4}; do
+    if [ "$p" = "2:4" ]; then pat="--nm 2:4"; else pat="--unstructured $p"; fi
+    for mask in ${MASKS:-magnitude obs woodfisher fisher-diag hutchinson-diag}; do
+      for method in ${METHODS:-none obs woodfisher snows}; do
+        f="$out/$m-${p/:/of}-$mask-$method.onnx"
+        start=$(date +%s.%N)
+        rc=0
+        $bin "$model" "$f" $pat --mask "$mask" --method "$method" $data $small \
+          --report "$out/report.json" >"$out/last.log" 2>&1 || rc=$?
+        secs=$(echo "$(date +%s.%N) - $start" | bc)
+        $py scripts/sparse_check.py "$m" "$p" "$mask" "$method" "$rc" "$secs" "$f" \
+          "$out/report.json" "$out/last.log" >>"$log"
+        tail -1 "$log"
+        rm -f "$f" "$out/report.json"
+      done
+    done
+  done
+done
