@@ -15,21 +15,10 @@ py=.deps/venv/bin/python
 out=target/sparse-matrix
 log=target/sparse-matrix.jsonl
 mkdir -p "$out"
-fixtures="resnet mobilenet vit mlp mlpnet"
-real="pp_lcnet_orientation ppocr_mobile_cls ppocr_v4_rec ppocr_v4_det minilm_l3 open_nsfw"
-light="light_squeezenet light_shufflenet light_inception_v1 light_inception_v2 light_densenet121 light_resnet50 light_bvlc_alexnet light_zfnet512 light_vgg19"
+. scripts/models.sh
 small="--compensation-samples 16 --fisher-samples 16 --hessian-samples 8 --probes 2 --newton-steps 1 --cg-iters 3 --horizon 3 --latency-runs 0 --force"
 for m in ${MODELS:-$fixtures $real $light}; do
-  if [ -f "fixtures/$m.onnx" ]; then
-    model=fixtures/$m.onnx
-    data="--calib fixtures/mnist_calib.npz --labels fixtures/mnist_calib_labels.npy --eval fixtures/mnist_heldout.npz"
-  else
-    model=.deps/models/$m.onnx
-    data="--calib .deps/inputs/${m}_calib.npz --eval .deps/inputs/${m}_eval.npz"
-    if [ -f ".deps/inputs/${m}_calib_labels.npy" ]; then
-      data="$data --labels .deps/inputs/${m}_calib_labels.npy"
-    fi
-  fi
+  model_data "$m"
   for p in ${PATTERNS:-0.7 2:4}; do
     if [ "$p" = "2:4" ]; then pat="--nm 2:4"; else pat="--unstructured $p"; fi
     for mask in ${MASKS:-magnitude obs woodfisher fisher-diag hutchinson-diag}; do
