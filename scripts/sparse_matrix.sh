@@ -7,7 +7,8 @@
 # or global count at 70 %; at most N nonzeros in every N:M group), then deleted. Small
 # calibration and solver settings: it checks validity, not quality (the quality table is
 # scripts/sparse_quality.sh). MODELS, MASKS, METHODS, PATTERNS narrow the grid.
-# Needs scripts/setup.sh. Appends one JSON line per run to target/sparse-matrix.jsonl.
+# Needs scripts/setup.sh. Appends one JSON line per run to target/sparse-matrix.jsonl and skips
+# the runs that file already holds (delete it to start over), so an interrupted sweep resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=target/release/onnx-prune
@@ -24,6 +25,8 @@ for m in ${MODELS:-$fixtures $real $light}; do
     for mask in ${MASKS:-magnitude obs woodfisher fisher-diag hutchinson-diag}; do
       for method in ${METHODS:-none obs woodfisher snows}; do
         f="$out/$m-${p/:/of}-$mask-$method.onnx"
+        key="\"model\": \"$m\", \"pattern\": \"$p\", \"mask\": \"$mask\", \"method\": \"$method\","
+        if [ -f "$log" ] && grep -qF "$key" "$log"; then continue; fi
         start=$(date +%s.%N)
         rc=0
         $bin "$model" "$f" $pat --mask "$mask" --method "$method" $data $small \
