@@ -3,7 +3,8 @@
 //! process, batch and thread count, each session timed alone. Prints the ratio table at the end
 //! with the top-1 agreement with the dense model on the calibration inputs.
 //! `cargo bench --bench pruned_latency` (BENCH_QUICK=1 for fewer samples; BENCH_MODELS=a,b;
-//! BENCH_CRITERION=magnitude, BENCH_TARGET=flops|latency, BENCH_ROUND=N change the options).
+//! BENCH_CRITERION=magnitude, BENCH_TARGET=flops|latency, BENCH_ROUND=N, BENCH_RATIO=R (the
+//! `--structured` fraction, 0.5 by default) change the options).
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -81,6 +82,12 @@ fn main() {
         if std::env::var("BENCH_CRITERION").as_deref() == Ok("magnitude") {
             opts.criterion = prune::Criterion::Magnitude;
             opts.implant_ratio = None;
+        }
+        if let Some(r) = std::env::var("BENCH_RATIO")
+            .ok()
+            .and_then(|r| r.parse().ok())
+        {
+            opts.ratio = r;
         }
         if let Some(r) = std::env::var("BENCH_ROUND")
             .ok()

@@ -126,26 +126,39 @@ pub fn horizon(g: &Graph, node: usize, k: usize) -> Result<(Vec<ValueId>, Vec<Va
             producer[o] = i;
         }
     }
-    // Values computed from weights alone (shape constants, a shared scale): recomputed inside
-    // the region rather than captured, since captures are joined along the batch axis.
+    // Values computed from weights alone (shape constants, a shared scale) and from the shapes
+    // of activations (Shape/Size and what is computed from them and constants: torch-style
+    // reshape targets) are recomputed inside the region rather than captured: captures are
+    // joined along the batch axis, and a shape vector has none — nor may a target that embeds
+    // the batch size keep the full batch's when the region runs one micro-batch. A Shape node's
+    // input becomes a source like any activation.
     let mut constant = vec![false; g.values.len()];
     for &w in g.weights.keys() {
         constant[w] = true;
     }
-    let mut const_node = vec![false; g.nodes.len()];
+    let mut shape_like = vec![false; g.values.len()];
+    let mut recompute = vec![false; g.nodes.len()];
     for (i, n) in g.nodes.iter().enumerate() {
-        if n.inputs.iter().flatten().all(|&v| constant[v]) {
-            const_node[i] = true;
-            for &o in n.outputs.iter().flatten() {
-                constant[o] = true;
-            }
+        let inputs = || n.inputs.iter().flatten();
+        let out = if inputs().all(|&v| constant[v]) {
+            &mut constant
+        } else if matches!(n.op.as_ref(), Ok(Op::Shape { .. } | Op::Size))
+            || inputs().all(|&v| constant[v] || shape_like[v])
+        {
+            &mut shape_like
+        } else {
+            continue;
+        };
+        recompute[i] = true;
+        for &o in n.outputs.iter().flatten() {
+            out[o] = true;
         }
     }
     let mut in_region = vec![false; g.nodes.len()];
     let mut stack = targets.clone();
     while let Some(v) = stack.pop() {
         let p = producer[v];
-        if p == usize::MAX || !(affected_node[p] || const_node[p]) || in_region[p] {
+        if p == usize::MAX || !(affected_node[p] || recompute[p]) || in_region[p] {
             continue;
         }
         in_region[p] = true;

@@ -273,6 +273,50 @@ fn snows_horizon_reaches_through_the_residual_add_and_captures_the_shortcut() {
 }
 
 #[test]
+fn snows_recomputes_shape_vectors_inside_its_horizon() {
+    // attention_separate reshapes q/k/v to heads with a target built from Shape(x)
+    // (fixtures/coupling/README.md), as PP-OCRv4 rec does: such a vector has no batch axis, so
+    // SNOWS must recompute it in the region from a captured activation, not capture it (its
+    // capture joined along axis 0 failed: "inputs disagree on the batch size").
+    let m = Model::load(&common::fixtures().join("coupling/attention_separate.onnx")).unwrap();
+    let g = &m.graph;
+    let n = 20;
+    let calib = onnx_prune::calib::synthetic(g, &Default::default(), n, 5).unwrap();
+    let mut layers = 0;
+    for (node, nd) in g.nodes.iter().enumerate() {
+        if !matches!(nd.op, Ok(onnx_prune::ir::Op::MatMul)) {
+            continue;
+        }
+        let (_, sources) = sparse::snows::horizon(g, node, 4).unwrap();
+        let captured = onnx_prune::autodiff::capture(g, &calib, &sources, 8).unwrap();
+        for (name, t) in &captured {
+            assert_eq!(
+                t.shape()[0],
+                n,
+                "{}: source {name} {:?}",
+                nd.name,
+                t.shape()
+            );
+        }
+        layers += 1;
+    }
+    assert!(layers >= 4, "{layers} MatMuls");
+    let mut o = quick(Pattern::Sparsity(0.5), MaskKind::Magnitude, Method::Snows);
+    o.selection.skip_first_last = false;
+    o.samples = n;
+    o.micro_batch = 8;
+    o.snows.micro_batch = 8;
+    let out = sparse::run(&m, &data(calib), &o, &mut |_, _, _| {}).unwrap();
+    let refit = out
+        .report
+        .layers
+        .iter()
+        .filter(|l| l.snows.is_some())
+        .count();
+    assert!(refit >= 4, "{refit} layers refit by SNOWS");
+}
+
+#[test]
 fn same_seed_same_bytes_and_the_obs_update_beats_masking_alone() {
     let m = Model::load(&common::fixtures().join("mlp.onnx")).unwrap();
     let calib = common::head(
