@@ -304,8 +304,8 @@ fn snows_recomputes_shape_vectors_inside_its_horizon() {
     let mut o = quick(Pattern::Sparsity(0.5), MaskKind::Magnitude, Method::Snows);
     o.selection.skip_first_last = false;
     o.samples = n;
+    // The sweep runs SNOWS at the pass's micro-batch (o.snows' own is overridden).
     o.micro_batch = 8;
-    o.snows.micro_batch = 8;
     let out = sparse::run(&m, &data(calib), &o, &mut |_, _, _| {}).unwrap();
     let refit = out
         .report
