@@ -11,7 +11,7 @@
 # the runs that file already holds (delete it to start over), so an interrupted sweep resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=target/release/onnx-prune
+bin=${BIN:-target/release/onnx-prune}
 py=.deps/venv/bin/python
 out=target/sparse-matrix
 log=target/sparse-matrix.jsonl

@@ -10,7 +10,7 @@
 # Writes target/sparse-quality/<model>-<pattern>-<row>.json and prints one line per run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=target/release/onnx-prune
+bin=${BIN:-target/release/onnx-prune}
 out=target/sparse-quality
 mkdir -p "$out"
 data="--calib fixtures/mnist_calib.npz --labels fixtures/mnist_calib_labels.npy --eval fixtures/mnist_heldout.npz --eval-labels fixtures/mnist_heldout_labels.npy --latency-runs 0 --force"

@@ -185,7 +185,7 @@ fn primal<S: Real>(t: &Tensor<Dual<S>>) -> Tensor<S> {
     }
 }
 
-fn split<S: Real>(a: &ArrayD<Dual<S>>) -> (ArrayD<S>, ArrayD<S>) {
+fn split<S: Real>(a: ndarray::ArrayViewD<'_, Dual<S>>) -> (ArrayD<S>, ArrayD<S>) {
     (a.mapv(|d| d.v), a.mapv(|d| d.t))
 }
 
@@ -381,7 +381,7 @@ impl<'g, S: Real> Curvature<'g, S> {
                     .graph
                     .outputs
                     .iter()
-                    .map(|&o| tape.float(self.graph, o).map(|a| split(&a)))
+                    .map(|&o| tape.float_view(self.graph, o).map(split))
                     .collect::<Result<Vec<_>>>()?;
                 parts.push(outs);
             }
@@ -431,7 +431,7 @@ impl<'g, S: Real> Curvature<'g, S> {
                     let bytes = tape.bytes();
                     let (l, seeds) = o.evaluate(graph, &tape)?;
                     let g = dual.backward(&tape, seeds, wrt)?;
-                    let (gv, gt): (Vec<_>, Vec<_>) = g.iter().map(split).unzip();
+                    let (gv, gt): (Vec<_>, Vec<_>) = g.iter().map(|a| split(a.view())).unzip();
                     Ok((w * l.v.to_f64(), gv, gt, w, bytes))
                 })
                 .collect::<Result<Vec<_>>>()?;

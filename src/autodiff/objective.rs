@@ -175,7 +175,7 @@ impl Objective {
         }
     }
 
-    fn check(&self, g: &Graph, value: ValueId, y: &ArrayD<impl Real>) -> Result<()> {
+    fn check(&self, g: &Graph, value: ValueId, y: &ndarray::ArrayViewD<impl Real>) -> Result<()> {
         let at = || format!("value {:?}", g.name(value));
         let n = y.shape().first().copied().unwrap_or(0);
         match self {
@@ -256,9 +256,9 @@ impl Objective {
         value: ValueId,
         tape: &Tape<S>,
     ) -> Result<(S, ArrayD<S>)> {
-        let y = tape.float(g, value)?;
+        let y = tape.float_view(g, value)?;
         self.check(g, value, &y)?;
-        let y = y.as_standard_layout().into_owned();
+        let y = y.as_standard_layout();
         let n = y.shape().first().copied().unwrap_or(1).max(1);
         let inv_n = S::from_f64(1.0 / n as f64);
         let k = *y.shape().last().unwrap_or(&1);
@@ -411,7 +411,8 @@ impl Objective {
         u: &ArrayD<S>,
         sqrt: bool,
     ) -> Result<ArrayD<S>> {
-        let y = tape.float(g, value)?.as_standard_layout().into_owned();
+        let y = tape.float_view(g, value)?;
+        let y = y.as_standard_layout();
         let n = y.shape().first().copied().unwrap_or(1).max(1);
         let inv_n = S::from_f64(1.0 / n as f64);
         // Every Λ below is a scale times a per-row factor; the square root takes √scale.

@@ -288,12 +288,13 @@ fn refit_on(
             .collect(),
         ..Default::default()
     };
-    let (l0, _) = cur.gradient(feeds, obj, &[w])?;
+    // The gradient at the current weights: the line search computes it at the point it
+    // accepts, so each Newton step starts without another pass.
+    let (l0, mut grad) = cur.gradient(feeds, obj, &[w])?;
     row.loss_before = l0;
     let mut loss = l0;
     for _ in 0..o.newton_steps {
-        let (_, mut gr) = cur.gradient(feeds, obj, &[w])?;
-        let g = gr.remove(0) * keep;
+        let g = std::mem::take(&mut grad).remove(0) * keep;
         let gnorm = dot(&g, &g).sqrt();
         if gnorm == 0.0 || !gnorm.is_finite() {
             break;
@@ -344,8 +345,9 @@ fn refit_on(
         for _ in 0..20 {
             let cand = (&wcur + &p.mapv(|v| v * alpha)) * keep;
             cur.set_weight(w, Tensor::float(dtype, cand.clone()))?;
-            let (lc, _) = cur.gradient(feeds, obj, &[w])?;
+            let (lc, gc) = cur.gradient(feeds, obj, &[w])?;
             if lc.is_finite() && lc <= loss + 1e-5 * alpha as f64 * gp {
+                grad = gc;
                 accepted = Some((cand, lc));
                 break;
             }
