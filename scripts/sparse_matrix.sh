@@ -7,15 +7,17 @@
 # or global count at 70 %; at most N nonzeros in every N:M group), then deleted. Small
 # calibration and solver settings: it checks validity, not quality (the quality table is
 # scripts/sparse_quality.sh). MODELS, MASKS, METHODS, PATTERNS narrow the grid.
-# Needs scripts/setup.sh. Appends one JSON line per run to target/sparse-matrix.jsonl and skips
-# the runs that file already holds (delete it to start over), so an interrupted sweep resumes.
+# Needs scripts/setup.sh. Appends one JSON line per run to scripts/results/sparse-matrix.jsonl
+# (committed, so the evidence behind the README's table outlives a machine; LOG= to write
+# elsewhere) and skips the runs that file already holds (delete it to start over), so an
+# interrupted sweep resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${BIN:-target/release/onnx-prune}
 py=.deps/venv/bin/python
 out=target/sparse-matrix
-log=target/sparse-matrix.jsonl
-mkdir -p "$out"
+log=${LOG:-scripts/results/sparse-matrix.jsonl}
+mkdir -p "$out" "$(dirname "$log")"
 . scripts/models.sh
 small="--compensation-samples 16 --fisher-samples 16 --hessian-samples 8 --probes 2 --newton-steps 1 --cg-iters 3 --horizon 3 --latency-runs 0 --force"
 for m in ${MODELS:-$fixtures $real $light}; do

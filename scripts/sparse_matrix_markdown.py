@@ -1,4 +1,4 @@
-"""Renders target/sparse-matrix.jsonl (scripts/sparse_matrix.sh) as the README's table: per
+"""Renders scripts/results/sparse-matrix.jsonl (scripts/sparse_matrix.sh) as the README's table: per
 model, how many mask × update × pattern runs the CLI wrote (validated in onnxruntime), how many
 passed onnx.checker and the pattern check on the file's weights, which updates the SNOWS runs
 ended with, and the wall time; then every failure."""
@@ -6,7 +6,7 @@ import json
 import sys
 from collections import OrderedDict
 
-rows = [json.loads(l) for l in open(sys.argv[1] if len(sys.argv) > 1 else "target/sparse-matrix.jsonl")]
+rows = [json.loads(l) for l in open(sys.argv[1] if len(sys.argv) > 1 else "scripts/results/sparse-matrix.jsonl")]
 by = OrderedDict()
 for r in rows:
     by.setdefault(r["model"], []).append(r)

@@ -322,7 +322,10 @@ impl Objective {
             }
             Objective::Mse { target, .. } => {
                 let t = target.as_standard_layout();
-                for ((&yv, &tv), gr) in ys.iter().zip(t.iter()).zip(grad.iter_mut()) {
+                // Slices, not ndarray's n-d iterators: this loop runs over every horizon
+                // output on every HVP pass.
+                let ts = t.as_slice().expect("standard layout");
+                for ((&yv, &tv), gr) in ys.iter().zip(ts).zip(grad.iter_mut()) {
                     let d = yv - S::from_f64(tv);
                     total += S::from_f64(0.5) * d * d;
                     *gr = d * inv_n;
@@ -332,7 +335,8 @@ impl Objective {
                 // Returned as total·(1/N): fold the per-sample element count in here.
                 let per = S::from_f64(1.0 / (ys.len() / n).max(1) as f64);
                 let t = target.as_standard_layout();
-                for ((&yv, &tv), gr) in ys.iter().zip(t.iter()).zip(grad.iter_mut()) {
+                let ts = t.as_slice().expect("standard layout");
+                for ((&yv, &tv), gr) in ys.iter().zip(ts).zip(grad.iter_mut()) {
                     let d = yv - S::from_f64(tv);
                     total += per * d * d;
                     *gr = S::from_f64(2.0) * per * d * inv_n;

@@ -11,7 +11,7 @@ use ndarray::{ArrayD, Axis, IxDyn, Slice};
 
 /// Reshape, Flatten, Squeeze, Unsqueeze, Identity: the gradient takes the input's shape.
 pub fn reshape<S: Real>(x_shape: &[usize], g: &ArrayD<S>) -> VjpResult<S> {
-    let c = contiguous(g);
+    let c = contiguous(g).into_owned();
     Ok(vec![Some(
         c.into_shape_with_order(IxDyn(x_shape))
             .map_err(|e| e.to_string())?,
@@ -154,7 +154,7 @@ pub fn pad<S: Real>(
     mode: PadMode,
     g: &ArrayD<S>,
 ) -> VjpResult<S> {
-    let mut cur = contiguous(g);
+    let mut cur = contiguous(g).into_owned();
     // Undo the per-axis padding in reverse: each output index j of axis `ax` maps to a source.
     for ax in (0..x_shape.len()).rev() {
         if before[ax] == 0 && after[ax] == 0 {

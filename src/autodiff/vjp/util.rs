@@ -1,6 +1,6 @@
 //! Helpers for the backward rules: gradients as plain arrays, broadcast reduction.
 
-use crate::interp::ops::util::{float, standard};
+use crate::interp::ops::util::float;
 use crate::tensor::{Arr, Real, Tensor};
 use ndarray::{ArrayD, Axis, IxDyn};
 
@@ -39,8 +39,10 @@ pub fn reduce_to<S: Real>(g: ArrayD<S>, shape: &[usize]) -> ArrayD<S> {
 }
 
 /// `g` as a contiguous row-major slice-backed array.
-pub fn contiguous<S: Real>(g: &ArrayD<S>) -> ArrayD<S> {
-    standard(&g.clone().into_shared()).into_owned()
+pub fn contiguous<S: Real>(g: &ArrayD<S>) -> ndarray::CowArray<'_, S, IxDyn> {
+    // Borrowed when already standard (nearly always): the backward pass of every op read its
+    // output gradient through a full copy, 8 % of a SNOWS run on PP-LCNet.
+    g.as_standard_layout()
 }
 
 /// Zero gradient of a given shape.
