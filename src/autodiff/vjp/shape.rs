@@ -154,7 +154,8 @@ pub fn pad<S: Real>(
     mode: PadMode,
     g: &ArrayD<S>,
 ) -> VjpResult<S> {
-    let mut cur = contiguous(g).into_owned();
+    // Borrowed until the first padded axis builds a new array: only an unpadded Pad copies.
+    let mut cur = contiguous(g);
     // Undo the per-axis padding in reverse: each output index j of axis `ax` maps to a source.
     for ax in (0..x_shape.len()).rev() {
         if before[ax] == 0 && after[ax] == 0 {
@@ -192,9 +193,11 @@ pub fn pad<S: Real>(
         }
         let mut nsh = sh;
         nsh[ax] = len as usize;
-        cur = ArrayD::from_shape_vec(IxDyn(&nsh), next).expect("sized");
+        cur = ArrayD::from_shape_vec(IxDyn(&nsh), next)
+            .expect("sized")
+            .into();
     }
-    Ok(vec![Some(cur)])
+    Ok(vec![Some(cur.into_owned())])
 }
 
 pub fn resize<S: Real>(x_shape: &[usize], plan: &ResizePlan, g: &ArrayD<S>) -> VjpResult<S> {
