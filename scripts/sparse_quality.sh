@@ -7,12 +7,16 @@
 # EXTRA="--curvature gauss-newton"); MODELS and PATTERNS ("0.5 0.8 2:4") narrow the grid.
 # MODELS may name real models of MODELS.md too (pp_lcnet_orientation, ppocr_v4_rec, minilm_l3;
 # needs scripts/setup.sh): they are scored by scripts/score_real.py.
-# Writes target/sparse-quality/<model>-<pattern>-<row>.json and prints one line per run.
+# Writes target/sparse-quality/<model>-<pattern>-<row>.json and appends one JSON line per run to
+# scripts/results/sparse-quality.jsonl (committed; LOG= to write elsewhere), which
+# scripts/sparse_markdown.py renders (the latest line of each cell wins).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${BIN:-target/release/onnx-prune}
 out=target/sparse-quality
-mkdir -p "$out"
+tmp=/tmp/sparse-q-$$.onnx  # one per sweep, so sweeps can run side by side
+log=${LOG:-scripts/results/sparse-quality.jsonl}
+mkdir -p "$out" "$(dirname "$log")"
 data="--calib fixtures/mnist_calib.npz --labels fixtures/mnist_calib_labels.npy --eval fixtures/mnist_heldout.npz --eval-labels fixtures/mnist_heldout_labels.npy --latency-runs 0 --force"
 # The layer-wise rows first (seconds each), then SNOWS (a minute each on the CNN fixtures).
 for rows in ${ROWS:-"mp:magnitude:none mp+:magnitude:obs obs:obs:obs wf:woodfisher:woodfisher" "snows-mag:magnitude:snows snows-obs:obs:snows snows-wf:woodfisher:snows"}; do
@@ -24,18 +28,18 @@ for m in ${MODELS:-resnet mobilenet vit mlp mlpnet}; do
       f="$out/$m-${p/:/of}-$name.json"
       start=$(date +%s.%N)
       if [ -f "fixtures/$m.onnx" ]; then
-        $bin fixtures/$m.onnx /tmp/sparse-q.onnx $pat --mask $mask --method $method $data ${EXTRA:-} --report "$f" >/dev/null 2>&1 || echo "$m $p $name failed"
+        $bin fixtures/$m.onnx "$tmp" $pat --mask $mask --method $method $data ${EXTRA:-} --report "$f" >/dev/null 2>&1 || echo "$m $p $name failed"
         secs=$(echo "$(date +%s.%N) - $start" | bc)
-        python3 -c "import json;r=json.load(open('$f'));v=r['validation'];print('$m','$p','$name',round(100*v['accuracy_pruned'],1),round(100*v['accuracy_dense'],1),'%.1fs'%$secs)"
+        python3 scripts/sparse_quality_row.py "$m" "$p" "$name" "${EXTRA:-}" "$secs" "$f" | tee -a "$log"
       else
         # A real model of MODELS.md: its own inputs, scored by scripts/score_real.py (the
         # metric of the structured quality table) into <model>-<pattern>-<row>.score.json.
         real="--calib .deps/inputs/${m}_calib.npz --eval .deps/inputs/${m}_eval.npz --latency-runs 0 --force"
         if [ -f ".deps/inputs/${m}_calib_labels.npy" ]; then real="$real --labels .deps/inputs/${m}_calib_labels.npy"; fi
-        if $bin .deps/models/$m.onnx /tmp/sparse-q.onnx $pat --mask $mask --method $method $real ${EXTRA:-} --report "$f" >/dev/null 2>&1; then
+        if $bin .deps/models/$m.onnx "$tmp" $pat --mask $mask --method $method $real ${EXTRA:-} --report "$f" >/dev/null 2>&1; then
           secs=$(echo "$(date +%s.%N) - $start" | bc)
-          .deps/venv/bin/python scripts/score_real.py "$m" /tmp/sparse-q.onnx >"${f%.json}.score.json"
-          python3 -c "import json;r=json.load(open('${f%.json}.score.json'));print('$m','$p','$name',r['text'],r['dense_text'],'%.1fs'%$secs)"
+          .deps/venv/bin/python scripts/score_real.py "$m" "$tmp" >"${f%.json}.score.json"
+          python3 scripts/sparse_quality_row.py "$m" "$p" "$name" "${EXTRA:-}" "$secs" "$f" "${f%.json}.score.json" | tee -a "$log"
         else
           echo "$m $p $name failed"
         fi
@@ -44,3 +48,4 @@ for m in ${MODELS:-resnet mobilenet vit mlp mlpnet}; do
   done
 done
 done
+rm -f "$tmp"
