@@ -14,7 +14,7 @@ res, dense, metric = {}, {}, {}
 for line in open(log):
     r = json.loads(line)
     m = r["model"]
-    res[(m, r["pattern"], r["row"])] = r["text"]
+    res[(m, r["pattern"].replace(":", "of"), r["row"])] = r["text"]
     dense[m], metric[m] = r["dense_text"], r["metric"]
 for m in ["resnet", "mobilenet", "vit", "mlp", "mlpnet", "pp_lcnet_orientation", "ppocr_v4_rec", "minilm_l3"]:
     if m not in dense:

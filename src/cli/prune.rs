@@ -129,6 +129,10 @@ pub struct PruneArgs {
     /// original, else 1 − cosine similarity, drops by more than this (a fraction, 0.01 = 1 point).
     #[arg(long, value_name = "X")]
     pub max_drop: Option<f64>,
+    /// The model output that the criteria, the objectives and the --max-drop gate score
+    /// (default: the first float output), e.g. a sentence embedding after the token ones.
+    #[arg(long, value_name = "NAME")]
+    pub score_output: Option<String>,
     /// With --max-drop: restore pruned groups in at most this many steps (most harmful first)
     /// before giving up.
     #[arg(long, default_value_t = 6)]
@@ -437,7 +441,10 @@ pub fn run(a: PruneArgs, threads: usize) -> Result<()> {
         bail!("--implant-rank {r} must be in (0, 1]: a fraction of the implanted units");
     }
     check_output(&a, &input, &output)?;
-    let m = super::super::load(&input)?;
+    let mut m = super::super::load(&input)?;
+    if let Some(name) = &a.score_output {
+        m.graph.set_scored_output(name)?;
+    }
     m.graph.check_finite()?;
     let data = data(&m, &a)?;
     let plan_in = a.plan_in.as_ref().map(|p| Plan::read(p)).transpose()?;
@@ -595,7 +602,10 @@ fn run_sparse(a: PruneArgs, threads: usize, input: PathBuf, output: PathBuf) -> 
         (None, None) => unreachable!("checked by the caller"),
     };
     check_output(&a, &input, &output)?;
-    let m = super::super::load(&input)?;
+    let mut m = super::super::load(&input)?;
+    if let Some(name) = &a.score_output {
+        m.graph.set_scored_output(name)?;
+    }
     // Nodes the interpreter cannot run: the pass works on onnxruntime's layer inputs
     // (sparse::partial_support).
     m.graph.check_finite()?;

@@ -128,6 +128,9 @@ pub struct Graph {
     pub by_name: HashMap<String, ValueId>,
     /// Default-domain opset version.
     pub opset: i64,
+    /// The output that criteria, objectives and the validation gate score (`--score-output`,
+    /// set by `set_scored_output`); None: the first float output.
+    pub scored_output: Option<ValueId>,
 }
 
 fn value_info(v: &ValueInfoProto) -> ValueInfo {
@@ -164,6 +167,35 @@ impl Graph {
 
     pub fn name(&self, id: ValueId) -> &str {
         &self.values[id].name
+    }
+
+    /// Makes the graph output `name` the one that criteria, objectives and the gate score
+    /// (`--score-output`): it must be an output, and a float one where the file declares a type.
+    pub fn set_scored_output(&mut self, name: &str) -> Result<()> {
+        let all = || {
+            self.outputs
+                .iter()
+                .map(|&o| self.name(o).to_string())
+                .collect::<Vec<_>>()
+        };
+        let id = self
+            .id(name)
+            .filter(|i| self.outputs.contains(i))
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "--score-output {name:?} is not an output of the model (outputs: {:?})",
+                    all()
+                ))
+            })?;
+        if let Some(t) = self.values[id].dtype
+            && !t.is_float()
+        {
+            return Err(Error::Usage(format!(
+                "--score-output {name:?} is a {t:?} output; the score needs a float one"
+            )));
+        }
+        self.scored_output = Some(id);
+        Ok(())
     }
 
     /// Nodes that cannot be interpreted, grouped by op type: `op → (count, reasons)`.
@@ -399,6 +431,7 @@ impl Graph {
             lazy: lazy_weights,
             by_name: b.by_name,
             opset,
+            scored_output: None,
         })
     }
 }

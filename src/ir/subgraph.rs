@@ -76,6 +76,7 @@ impl Graph {
             lazy: self.lazy.clone(),
             by_name: self.by_name.clone(),
             opset: self.opset,
+            scored_output: self.scored_output.filter(|o| targets.contains(o)),
         })
     }
 }

@@ -100,7 +100,7 @@ pub fn taylor_objective(
     seed: u64,
 ) -> Result<(Objective, String)> {
     let y = Engine::<f32>::new(g)?.run(feeds.clone())?;
-    let (out, y0) = first_float_output(g, &y)?;
+    let (out, y0) = scored_output(g, &y)?;
     let classifier = y0.ndim() == 2 && y0.shape()[1] > 1;
     if let Some(l) = labels {
         if !classifier {
@@ -224,12 +224,22 @@ pub fn normalize(scores: &Scores) -> Scores {
         .collect()
 }
 
-/// The first float output (a model may pass its int64 inputs through as outputs, as MiniLM's
-/// export does) and its values.
-pub(crate) fn first_float_output(
+/// The output the objectives score and its values: `Graph::scored_output` (`--score-output`),
+/// else the first float output (a model may pass its int64 inputs through as outputs, as
+/// MiniLM's export does).
+pub(crate) fn scored_output(
     g: &crate::ir::Graph,
     y: &[crate::tensor::Tensor<f32>],
 ) -> Result<(crate::ir::ValueId, ndarray::ArrayD<f64>)> {
+    if let Some(s) = g.scored_output {
+        let i = g.outputs.iter().position(|&o| o == s).ok_or_else(|| {
+            Error::graph(format!("output {:?}", g.name(s)), "is not a graph output")
+        })?;
+        let a = y.get(i).and_then(|t| t.as_float()).ok_or_else(|| {
+            Error::graph(format!("output {:?}", g.name(s)), "is not a float output")
+        })?;
+        return Ok((s, a.mapv(|v| v as f64)));
+    }
     g.outputs
         .iter()
         .zip(y)

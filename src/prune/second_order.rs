@@ -84,7 +84,7 @@ pub fn objective(
     labels: Option<&[i64]>,
 ) -> Result<(Objective, String)> {
     let y = Engine::<f32>::new(g)?.run(feeds.clone())?;
-    let (out, y0) = super::criteria::first_float_output(g, &y)?;
+    let (out, y0) = super::criteria::scored_output(g, &y)?;
     let classifier = y0.ndim() == 2 && y0.shape()[1] > 1;
     if let Some(l) = labels {
         if !classifier {
@@ -234,7 +234,7 @@ pub(crate) fn sampled_label_objective(
     seed: u64,
 ) -> Result<Objective> {
     let y = Engine::<f32>::new(g)?.run(feeds.clone())?;
-    let (out, y0) = super::criteria::first_float_output(g, &y)?;
+    let (out, y0) = super::criteria::scored_output(g, &y)?;
     let mut rng = crate::autodiff::rng::SplitMix64::new(seed ^ 0x00f1_5ee0);
     let obj = if y0.ndim() == 2 && y0.shape()[1] > 1 {
         let kind = OutputKind::detect(&y0);

@@ -435,6 +435,10 @@ pub fn run(
         threads: o.threads,
         latency_runs: o.latency_runs,
         latency_batch: o.latency_batch,
+        score_output: model
+            .graph
+            .scored_output
+            .map(|v| model.graph.name(v).to_string()),
     };
     let denominators = (
         prunable as f64,
@@ -526,10 +530,12 @@ pub fn run(
             o.threads,
         )?
         .run(&data.eval)?;
+        let fi = crate::validate::gate::scored_index(&dense_out, vopts.score_output.as_deref())?;
         let dense_out = dense_out
-            .iter()
-            .find(|(_, t)| t.as_float().is_some())
-            .map(|(_, t)| t.clone())
+            .into_iter()
+            .nth(fi)
+            .map(|(_, t)| t)
+            .filter(|t| t.as_float().is_some())
             .ok_or_else(|| Error::Runtime("the model has no float output to gate on".into()))?;
         let mut harm: Vec<(f64, usize)> = Vec::new();
         let pruned_groups: Vec<usize> = (0..a.groups.len())

@@ -251,7 +251,7 @@ pub fn masks(
     let (mut obj, what) = match labels {
         Some(l) => {
             let y = Engine::<f32>::new(&gs)?.run(feeds.clone())?;
-            let (value, y0) = crate::prune::criteria::first_float_output(&gs, &y)?;
+            let (value, y0) = crate::prune::criteria::scored_output(&gs, &y)?;
             if y0.ndim() != 2 {
                 return Err(Error::Usage(format!(
                     "--at-init {} needs a classifier's [N, classes] output; {:?} is {:?}",
@@ -438,7 +438,7 @@ fn synflow(
     let value = {
         let ones32: Feeds<f32> = ones.iter().map(|(n, t)| (n.clone(), t.convert())).collect();
         let y = Engine::<f32>::new(&ga)?.run(ones32)?;
-        crate::prune::criteria::first_float_output(&ga, &y)?.0
+        crate::prune::criteria::scored_output(&ga, &y)?.0
     };
     let (final_density, steps) = match pattern {
         Pattern::Sparsity(s) => (1.0 - s, rounds),

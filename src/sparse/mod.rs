@@ -551,7 +551,7 @@ pub fn run(
         let (obj, name) = match &data.calib_labels {
             Some(l) => {
                 let y = Engine::<f32>::new(g)?.run(f.clone())?;
-                let (value, y0) = crate::prune::criteria::first_float_output(g, &y)?;
+                let (value, y0) = crate::prune::criteria::scored_output(g, &y)?;
                 (
                     crate::autodiff::Objective::CrossEntropy {
                         value,
@@ -994,6 +994,10 @@ pub fn run(
             threads: o.threads,
             latency_runs: o.latency_runs,
             latency_batch: o.latency_batch,
+            score_output: model
+                .graph
+                .scored_output
+                .map(|v| model.graph.name(v).to_string()),
         },
     )?;
     progress("validation", 1, 1);

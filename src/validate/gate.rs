@@ -25,7 +25,9 @@ pub struct Validation {
     pub device: String,
     pub samples: usize,
     pub outputs: Vec<OutputAgreement>,
-    /// Mean KL(dense ‖ pruned) of the softmax of the first output, for classifiers.
+    /// The output that accuracy, KL and the drop are computed on.
+    pub scored_output: String,
+    /// Mean KL(dense ‖ pruned) of the softmax of the scored output, for classifiers.
     pub kl: Option<f64>,
     pub accuracy_dense: Option<f64>,
     pub accuracy_pruned: Option<f64>,
@@ -117,10 +119,37 @@ pub struct ValidateOptions {
     pub latency_runs: usize,
     /// Samples per timed run.
     pub latency_batch: usize,
+    /// The output the gate scores (--score-output); None: the first float output.
+    pub score_output: Option<String>,
+}
+
+/// Which of a run's outputs the gate scores: the named one, else the first float output (int
+/// outputs may pass inputs through, as MiniLM's export does).
+pub fn scored_index(y: &[(String, Tensor<f32>)], name: Option<&str>) -> Result<usize> {
+    match name {
+        Some(n) => {
+            let i = y.iter().position(|(m, _)| m == n).ok_or_else(|| {
+                let all: Vec<&str> = y.iter().map(|(m, _)| m.as_str()).collect();
+                Error::Usage(format!(
+                    "--score-output {n:?} is not an output of the model (outputs: {all:?})"
+                ))
+            })?;
+            if y[i].1.as_float().is_none() {
+                return Err(Error::Usage(format!(
+                    "--score-output {n:?} is not a float output"
+                )));
+            }
+            Ok(i)
+        }
+        None => Ok(y
+            .iter()
+            .position(|(_, t)| t.as_float().is_some())
+            .unwrap_or(0)),
+    }
 }
 
 /// What the gate compares with --max-drop: the accuracy drop with labels, else the top-1
-/// disagreement for a classifier, else 1 − cosine similarity of the first output.
+/// disagreement for a classifier, else 1 − cosine similarity of the scored output.
 pub fn drop_of(
     dense: &Tensor<f32>,
     pruned: &Tensor<f32>,
@@ -156,10 +185,7 @@ pub fn quick_drop(
 ) -> Result<f64> {
     let mut s = OrtSession::new(candidate, dir, o.device, o.threads)?;
     let y = s.run(eval)?;
-    let i = y
-        .iter()
-        .position(|(_, t)| t.as_float().is_some())
-        .unwrap_or(0);
+    let i = scored_index(&y, o.score_output.as_deref())?;
     Ok(drop_of(dense_out, &y[i].1, labels)?.0)
 }
 
@@ -197,11 +223,7 @@ pub fn validate(
         outputs.push(agreement(n, a, b).map_err(Error::Runtime)?);
     }
     let samples = crate::autodiff::curvature::batch_size(eval)?;
-    // The first float output is what the gate scores (int outputs may pass inputs through).
-    let fi = yd
-        .iter()
-        .position(|(_, t)| t.as_float().is_some())
-        .unwrap_or(0);
+    let fi = scored_index(&yd, o.score_output.as_deref())?;
     let (accuracy_dense, accuracy_pruned) = match labels {
         Some(l) => (
             Some(accuracy(&yd[fi].1, l).map_err(Error::Data)?),
@@ -230,6 +252,7 @@ pub fn validate(
     Ok(Validation {
         device: o.device.to_string(),
         samples,
+        scored_output: yd[fi].0.clone(),
         outputs,
         kl,
         accuracy_dense,

@@ -571,3 +571,94 @@ fn refit_snows_reports_its_steps() {
         "cannot be used with",
     );
 }
+
+/// `--score-output`: MiniLM's first float output is the token embeddings; naming the sentence
+/// embedding `461` moves the gate (its drop is that output's 1 − cosine) and the criteria (the
+/// fisher-diag mask, scored through the model's output, changes), and a name that is not an
+/// output is refused with the list of outputs, before anything is written.
+#[test]
+fn score_output_selects_what_the_gate_and_criteria_score() {
+    let dir = common::scratch("cli-score-output");
+    let inputs = common::deps().join("inputs");
+    let calib = inputs.join("minilm_l3_calib.npz");
+    let eval = inputs.join("minilm_l3_eval.npz");
+    let model = common::model_path("minilm_l3");
+    let prune = |out: &Path, report: &Path, extra: &[&str]| {
+        let mut args = vec![
+            s(&model),
+            s(out),
+            "--unstructured",
+            "0.7",
+            "--mask",
+            "fisher-diag",
+            "--method",
+            "none",
+            "--hessian-samples",
+            "4",
+            "--probes",
+            "1",
+            "--calib",
+            s(&calib),
+            "--eval",
+            s(&eval),
+            "--latency-runs",
+            "0",
+            "--report",
+            s(report),
+        ];
+        args.extend_from_slice(extra);
+        let o = run(&args);
+        assert!(o.status.success(), "{extra:?}: {}", err(&o));
+        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+        r["validation"].clone()
+    };
+    let (a, ra) = (dir.join("tokens.onnx"), dir.join("tokens.json"));
+    let (b, rb) = (dir.join("sentence.onnx"), dir.join("sentence.json"));
+    let va = prune(&a, &ra, &[]);
+    let vb = prune(&b, &rb, &["--score-output", "461"]);
+    let first = va["scored_output"].as_str().unwrap().to_string();
+    assert_ne!(first, "461", "the default should be the first float output");
+    assert_eq!(vb["scored_output"], "461");
+    // The drop is computed on the scored output: top-1 disagreement for a 2-D output (the
+    // gate's classifier rule, which also takes the [N, 384] sentence embedding), else 1 − cosine.
+    let expected = |v: &serde_json::Value, name: &str| {
+        let o = v["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == name)
+            .unwrap_or_else(|| panic!("no output {name} in {v}"))
+            .clone();
+        if v["drop_metric"].as_str().unwrap().starts_with("top-1") {
+            1.0 - o["top1_agreement"].as_f64().unwrap()
+        } else {
+            1.0 - o["cosine"].as_f64().unwrap()
+        }
+    };
+    for (v, name) in [(&va, first.as_str()), (&vb, "461")] {
+        let drop = v["drop"].as_f64().unwrap();
+        assert!((drop - expected(v, name)).abs() < 1e-9, "{name}: {v}");
+    }
+    assert_ne!(va["drop"], vb["drop"]);
+    assert_ne!(
+        without_metadata(&a),
+        without_metadata(&b),
+        "the fisher-diag mask should follow the scored output"
+    );
+    let c = dir.join("never.onnx");
+    fails_with(
+        &[
+            s(&model),
+            s(&c),
+            "--unstructured",
+            "0.5",
+            "--calib",
+            s(&calib),
+            "--score-output",
+            "no_such_output",
+        ],
+        1,
+        "is not an output of the model (outputs: [",
+    );
+    assert!(!c.exists());
+}
