@@ -11,6 +11,7 @@ use onnx_prune::sparse::mask::{Allocation, Pattern};
 use onnx_prune::sparse::saliency::MaskKind;
 use onnx_prune::sparse::snows::Curv;
 use onnx_prune::sparse::{Method, UnstructuredOptions};
+use onnx_prune::validate::gate::DropMetric;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -133,6 +134,10 @@ pub struct PruneArgs {
     /// (default: the first float output), e.g. a sentence embedding after the token ones.
     #[arg(long, value_name = "NAME")]
     pub score_output: Option<String>,
+    /// What --max-drop compares: auto (accuracy with labels, else top-1 disagreement for a 2-D
+    /// output, else 1 − cosine), top1, or cosine (for embeddings, whose argmax means nothing).
+    #[arg(long, value_enum, default_value_t = DropMetric::Auto)]
+    pub drop_metric: DropMetric,
     /// With --max-drop: restore pruned groups in at most this many steps (most harmful first)
     /// before giving up.
     #[arg(long, default_value_t = 6)]
@@ -461,6 +466,7 @@ pub fn run(a: PruneArgs, threads: usize) -> Result<()> {
         device: a.device,
         threads,
         latency_runs: a.latency_runs,
+        drop_metric: a.drop_metric,
         max_drop: a.max_drop,
         backoff_steps: a.backoff_steps.max(1),
         implant_ratio: (!a.no_implant && (a.implant || a.criterion == Criterion::Hap))
@@ -658,6 +664,7 @@ fn run_sparse(a: PruneArgs, threads: usize, input: PathBuf, output: PathBuf) -> 
         device: a.device,
         threads,
         latency_runs: a.latency_runs,
+        drop_metric: a.drop_metric,
         command: std::env::args().collect::<Vec<_>>().join(" "),
         ..Default::default()
     };

@@ -36,6 +36,8 @@ pub struct StructuredOptions {
     pub threads: usize,
     pub latency_runs: usize,
     pub latency_batch: usize,
+    /// What --max-drop compares.
+    pub drop_metric: crate::validate::gate::DropMetric,
     pub plan_in: Option<Plan>,
     /// Hutchinson probes (hap) and calibration samples for the Hessian-based criteria.
     pub probes: usize,
@@ -74,6 +76,7 @@ impl Default for StructuredOptions {
             threads: 0,
             latency_runs: 20,
             latency_batch: 32,
+            drop_metric: Default::default(),
             plan_in: None,
             probes: 8,
             hessian_samples: 256,
@@ -435,6 +438,7 @@ pub fn run(
         threads: o.threads,
         latency_runs: o.latency_runs,
         latency_batch: o.latency_batch,
+        drop_metric: o.drop_metric,
         score_output: model
             .graph
             .scored_output

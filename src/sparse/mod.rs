@@ -92,6 +92,8 @@ pub struct UnstructuredOptions {
     pub threads: usize,
     pub latency_runs: usize,
     pub latency_batch: usize,
+    /// What --max-drop compares.
+    pub drop_metric: crate::validate::gate::DropMetric,
     pub command: String,
     /// Pruning at initialisation: masks from the PaI criteria, no weight update, no BatchNorm
     /// recalibration (`--at-init`).
@@ -125,6 +127,7 @@ impl Default for UnstructuredOptions {
             threads: 0,
             latency_runs: 10,
             latency_batch: 32,
+            drop_metric: Default::default(),
             command: String::new(),
             at_init: None,
         }
@@ -994,6 +997,7 @@ pub fn run(
             threads: o.threads,
             latency_runs: o.latency_runs,
             latency_batch: o.latency_batch,
+            drop_metric: o.drop_metric,
             score_output: model
                 .graph
                 .scored_output

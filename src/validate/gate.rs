@@ -121,6 +121,21 @@ pub struct ValidateOptions {
     pub latency_batch: usize,
     /// The output the gate scores (--score-output); None: the first float output.
     pub score_output: Option<String>,
+    /// What --max-drop compares (--drop-metric).
+    pub drop_metric: DropMetric,
+}
+
+/// What the gate compares with --max-drop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DropMetric {
+    /// Accuracy with labels, else top-1 disagreement for a 2-D output, else 1 − cosine.
+    #[default]
+    Auto,
+    /// Top-1 disagreement with the original (classifiers without labels).
+    Top1,
+    /// 1 − cosine similarity to the original (embeddings, dense outputs): labels then only
+    /// feed the report's accuracy.
+    Cosine,
 }
 
 /// Which of a run's outputs the gate scores: the named one, else the first float output (int
@@ -148,14 +163,16 @@ pub fn scored_index(y: &[(String, Tensor<f32>)], name: Option<&str>) -> Result<u
     }
 }
 
-/// What the gate compares with --max-drop: the accuracy drop with labels, else the top-1
-/// disagreement for a classifier, else 1 − cosine similarity of the scored output.
+/// What the gate compares with --max-drop: under `Auto` the accuracy drop with labels, else
+/// the top-1 disagreement for a 2-D output (a classifier's logits, as far as a shape tells),
+/// else 1 − cosine similarity of the scored output; `Top1` and `Cosine` force one.
 pub fn drop_of(
     dense: &Tensor<f32>,
     pruned: &Tensor<f32>,
     labels: Option<&[i64]>,
+    metric: DropMetric,
 ) -> Result<(f64, String)> {
-    if let Some(l) = labels {
+    if let (Some(l), DropMetric::Auto) = (labels, metric) {
         let (a, b) = (
             accuracy(dense, l).map_err(Error::Data)?,
             accuracy(pruned, l).map_err(Error::Data)?,
@@ -163,11 +180,20 @@ pub fn drop_of(
         return Ok((a - b, "accuracy drop".into()));
     }
     let agg = agreement("output", dense, pruned).map_err(Error::Runtime)?;
-    Ok(match agg.top1_agreement {
-        Some(t) if dense.shape().len() == 2 => {
-            (1.0 - t, "top-1 disagreement with the original".into())
+    let top1 = match (metric, agg.top1_agreement) {
+        (DropMetric::Cosine, _) => None,
+        (DropMetric::Top1, None) => {
+            return Err(Error::Usage(format!(
+                "--drop-metric top1 needs an output with a class axis; the scored one is {:?}",
+                dense.shape()
+            )));
         }
-        _ => (
+        (DropMetric::Top1, t) => t,
+        (DropMetric::Auto, t) => t.filter(|_| dense.shape().len() == 2),
+    };
+    Ok(match top1 {
+        Some(t) => (1.0 - t, "top-1 disagreement with the original".into()),
+        None => (
             1.0 - agg.cosine,
             "1 − cosine similarity to the original".into(),
         ),
@@ -186,7 +212,7 @@ pub fn quick_drop(
     let mut s = OrtSession::new(candidate, dir, o.device, o.threads)?;
     let y = s.run(eval)?;
     let i = scored_index(&y, o.score_output.as_deref())?;
-    Ok(drop_of(dense_out, &y[i].1, labels)?.0)
+    Ok(drop_of(dense_out, &y[i].1, labels, o.drop_metric)?.0)
 }
 
 /// Runs both models (bytes; `dir` resolves external data) on `eval` and compares them.
@@ -232,7 +258,7 @@ pub fn validate(
         None => (None, None),
     };
     let kl = mean_kl(&yd[fi].1, &yp[fi].1);
-    let (drop, drop_metric) = drop_of(&yd[fi].1, &yp[fi].1, labels)?;
+    let (drop, drop_metric) = drop_of(&yd[fi].1, &yp[fi].1, labels, o.drop_metric)?;
     let latency = if o.latency_runs > 0 {
         let b = o.latency_batch.clamp(1, samples);
         let feeds = crate::calib::head(eval, b)?;
@@ -261,4 +287,52 @@ pub fn validate(
         drop,
         drop_metric,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{ArrayD, IxDyn};
+
+    fn t(v: Vec<f32>, s: &[usize]) -> Tensor<f32> {
+        Tensor::f32(ArrayD::from_shape_vec(IxDyn(s), v).unwrap())
+    }
+
+    #[test]
+    fn drop_metric_choices() {
+        // Row 0 keeps its argmax, row 1 loses it: top-1 disagreement 0.5.
+        let a = t(vec![1.0, 2.0, 3.0, 0.0], &[2, 2]);
+        let b = t(vec![1.0, 2.5, 1.0, 4.0], &[2, 2]);
+        let cos = agreement("y", &a, &b).unwrap().cosine;
+        let labels = [1i64, 0];
+        let (d, what) = drop_of(&a, &b, Some(&labels), DropMetric::Auto).unwrap();
+        assert_eq!((d, what.as_str()), (0.5, "accuracy drop"));
+        let (d, _) = drop_of(&a, &b, None, DropMetric::Auto).unwrap();
+        assert_eq!(d, 0.5);
+        for labels in [None, Some(&labels[..])] {
+            let (d, what) = drop_of(&a, &b, labels, DropMetric::Cosine).unwrap();
+            assert!((d - (1.0 - cos)).abs() < 1e-12 && what.contains("cosine"));
+            let (d, what) = drop_of(&a, &b, labels, DropMetric::Top1).unwrap();
+            assert!(d == 0.5 && what.contains("top-1"));
+        }
+        // A 1-D output: auto falls back to cosine, top1 is refused.
+        let (x, y) = (t(vec![1.0, 2.0], &[2]), t(vec![2.0, 1.0], &[2]));
+        let (_, what) = drop_of(&x, &y, None, DropMetric::Auto).unwrap();
+        assert!(what.contains("cosine"));
+        assert!(drop_of(&x, &y, None, DropMetric::Top1).is_err());
+    }
+
+    #[test]
+    fn scored_index_by_name_or_first_float() {
+        let y = vec![
+            ("ids".to_string(), Tensor::i64_vec(vec![0, 0])),
+            ("tokens".to_string(), t(vec![0.0; 4], &[2, 2])),
+            ("sentence".to_string(), t(vec![0.0; 2], &[2])),
+        ];
+        assert_eq!(scored_index(&y, None).unwrap(), 1);
+        assert_eq!(scored_index(&y, Some("sentence")).unwrap(), 2);
+        assert!(scored_index(&y, Some("ids")).is_err());
+        let e = scored_index(&y, Some("nope")).unwrap_err().to_string();
+        assert!(e.contains("\"tokens\""), "{e}");
+    }
 }

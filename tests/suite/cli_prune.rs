@@ -574,7 +574,8 @@ fn refit_snows_reports_its_steps() {
 
 /// `--score-output`: MiniLM's first float output is the token embeddings; naming the sentence
 /// embedding `461` moves the gate (its drop is that output's 1 − cosine) and the criteria (the
-/// fisher-diag mask, scored through the model's output, changes), and a name that is not an
+/// fisher-diag mask, scored through the model's output, changes), `--drop-metric cosine` makes
+/// the gate compare that embedding's cosine instead of its argmax, and a name that is not an
 /// output is refused with the list of outputs, before anything is written.
 #[test]
 fn score_output_selects_what_the_gate_and_criteria_score() {
@@ -640,6 +641,19 @@ fn score_output_selects_what_the_gate_and_criteria_score() {
         assert!((drop - expected(v, name)).abs() < 1e-9, "{name}: {v}");
     }
     assert_ne!(va["drop"], vb["drop"]);
+    // --drop-metric cosine: an embedding's argmax means nothing, so the gate can be told.
+    let (c, rc) = (dir.join("cosine.onnx"), dir.join("cosine.json"));
+    let vc = prune(
+        &c,
+        &rc,
+        &["--score-output", "461", "--drop-metric", "cosine"],
+    );
+    assert!(
+        vc["drop_metric"].as_str().unwrap().contains("cosine"),
+        "{vc}"
+    );
+    assert!((vc["drop"].as_f64().unwrap() - expected(&vc, "461")).abs() < 1e-9);
+    assert_eq!(without_metadata(&b), without_metadata(&c));
     assert_ne!(
         without_metadata(&a),
         without_metadata(&b),
