@@ -446,10 +446,7 @@ pub fn run(a: PruneArgs, threads: usize) -> Result<()> {
         bail!("--implant-rank {r} must be in (0, 1]: a fraction of the implanted units");
     }
     check_output(&a, &input, &output)?;
-    let mut m = super::super::load(&input)?;
-    if let Some(name) = &a.score_output {
-        m.graph.set_scored_output(name)?;
-    }
+    let m = load_for_pruning(&a, &input)?;
     m.graph.check_finite()?;
     let data = data(&m, &a)?;
     let plan_in = a.plan_in.as_ref().map(|p| Plan::read(p)).transpose()?;
@@ -593,6 +590,15 @@ fn masks_from(p: &Path) -> Result<HashMap<String, Vec<bool>>> {
 }
 
 /// `--unstructured S` / `--nm N:M`.
+/// The model with `--score-output` applied: both passes score that output.
+fn load_for_pruning(a: &PruneArgs, input: &Path) -> Result<Model> {
+    let mut m = super::super::load(input)?;
+    if let Some(name) = &a.score_output {
+        m.graph.set_scored_output(name)?;
+    }
+    Ok(m)
+}
+
 fn run_sparse(a: PruneArgs, threads: usize, input: PathBuf, output: PathBuf) -> Result<()> {
     let pattern = match (&a.nm, a.unstructured) {
         (Some(nm), _) => {
@@ -608,10 +614,7 @@ fn run_sparse(a: PruneArgs, threads: usize, input: PathBuf, output: PathBuf) -> 
         (None, None) => unreachable!("checked by the caller"),
     };
     check_output(&a, &input, &output)?;
-    let mut m = super::super::load(&input)?;
-    if let Some(name) = &a.score_output {
-        m.graph.set_scored_output(name)?;
-    }
+    let m = load_for_pruning(&a, &input)?;
     // Nodes the interpreter cannot run: the pass works on onnxruntime's layer inputs
     // (sparse::partial_support).
     m.graph.check_finite()?;

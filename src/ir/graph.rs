@@ -198,6 +198,11 @@ impl Graph {
         Ok(())
     }
 
+    /// The name of the `--score-output` choice, for the validation options and the report.
+    pub fn scored_output_name(&self) -> Option<String> {
+        self.scored_output.map(|v| self.name(v).to_string())
+    }
+
     /// Nodes that cannot be interpreted, grouped by op type: `op → (count, reasons)`.
     pub fn unsupported(&self) -> BTreeMap<String, (usize, BTreeSet<String>)> {
         let mut out: BTreeMap<String, (usize, BTreeSet<String>)> = BTreeMap::new();

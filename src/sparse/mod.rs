@@ -998,10 +998,7 @@ pub fn run(
             latency_runs: o.latency_runs,
             latency_batch: o.latency_batch,
             drop_metric: o.drop_metric,
-            score_output: model
-                .graph
-                .scored_output
-                .map(|v| model.graph.name(v).to_string()),
+            score_output: model.graph.scored_output_name(),
         },
     )?;
     progress("validation", 1, 1);
