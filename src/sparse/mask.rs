@@ -186,7 +186,13 @@ mod tests {
         // repeats prune exactly the first n of the sorted order.
         let ts = [target(1, 50, 1)];
         let s: Vec<f64> = (0..50).map(|i| ((i * 37) % 50 / 3) as f64).collect();
-        let u = select(&[s.clone()], &ts, Pattern::Sparsity(0.7), Allocation::Uniform, 1.0);
+        let u = select(
+            std::slice::from_ref(&s),
+            &ts,
+            Pattern::Sparsity(0.7),
+            Allocation::Uniform,
+            1.0,
+        );
         let mut idx: Vec<usize> = (0..50).collect();
         idx.sort_by(|&a, &b| s[a].total_cmp(&s[b]).then(a.cmp(&b)));
         let want: Vec<bool> = (0..50).map(|i| !idx[..35].contains(&i)).collect();
