@@ -17,7 +17,11 @@ out=target/sparse-quality
 tmp=/tmp/sparse-q-$$.onnx  # one per sweep, so sweeps can run side by side
 log=${LOG:-scripts/results/sparse-quality.jsonl}
 mkdir -p "$out" "$(dirname "$log")"
-data="--calib fixtures/mnist_calib.npz --labels fixtures/mnist_calib_labels.npy --eval fixtures/mnist_heldout.npz --eval-labels fixtures/mnist_heldout_labels.npy --latency-runs 0 --force"
+# CALIB=target/mnist_calib_1024 swaps in a larger calibration set (scripts/mnist_calib_more.py)
+# for the fixtures; the log's "extra" field names it.
+calib=${CALIB:-fixtures/mnist_calib}
+labels=${calib}_labels.npy
+data="--calib $calib.npz --labels $labels --eval fixtures/mnist_heldout.npz --eval-labels fixtures/mnist_heldout_labels.npy --latency-runs 0 --force"
 # The layer-wise rows first (seconds each), then SNOWS (a minute each on the CNN fixtures).
 for rows in ${ROWS:-"mp:magnitude:none mp+:magnitude:obs obs:obs:obs wf:woodfisher:woodfisher" "snows-mag:magnitude:snows snows-obs:obs:snows snows-wf:woodfisher:snows"}; do
 for m in ${MODELS:-resnet mobilenet vit mlp mlpnet}; do
@@ -30,7 +34,7 @@ for m in ${MODELS:-resnet mobilenet vit mlp mlpnet}; do
       if [ -f "fixtures/$m.onnx" ]; then
         $bin fixtures/$m.onnx "$tmp" $pat --mask $mask --method $method $data ${EXTRA:-} --report "$f" >/dev/null 2>&1 || echo "$m $p $name failed"
         secs=$(echo "$(date +%s.%N) - $start" | bc)
-        python3 scripts/sparse_quality_row.py "$m" "$p" "$name" "${EXTRA:-}" "$secs" "$f" | tee -a "$log"
+        python3 scripts/sparse_quality_row.py "$m" "$p" "$name" "${EXTRA:-}${CALIB:+ --calib $CALIB.npz}" "$secs" "$f" | tee -a "$log"
       else
         # A real model of MODELS.md: its own inputs, scored by scripts/score_real.py (the
         # metric of the structured quality table) into <model>-<pattern>-<row>.score.json.
