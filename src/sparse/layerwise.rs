@@ -309,6 +309,50 @@ pub enum ObsMask<'a> {
     Adaptive(Pattern),
 }
 
+/// Adaptive selection over a block of columns, jointly over all rows: the `n` lowest OBS
+/// saliencies w²/U_qq² (ties by row, then column) are pruned. `diag(q)` is U_qq.
+fn prune_block(
+    w: &[f64],
+    keep: &mut [bool],
+    k: usize,
+    cols: std::ops::Range<usize>,
+    n: usize,
+    diag: impl Fn(usize) -> f64,
+) {
+    let rows = w.len() / k.max(1);
+    let mut cand: Vec<(f64, usize, usize)> = (0..rows)
+        .flat_map(|o| cols.clone().map(move |i| (o, i)))
+        .map(|(o, i)| {
+            let d = diag(i);
+            (w[o * k + i].powi(2) / (d * d), o, i)
+        })
+        .collect();
+    cand.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    for &(_, o, i) in &cand[..n.min(cand.len())] {
+        keep[o * k + i] = false;
+    }
+}
+
+/// N:M selection in one group of columns, row by row: the `drop` lowest OBS saliencies
+/// (ties by column) are pruned.
+fn prune_group(
+    w: &[f64],
+    keep: &mut [bool],
+    k: usize,
+    group: std::ops::Range<usize>,
+    drop: usize,
+    diag: impl Fn(usize) -> f64,
+) {
+    for o in 0..w.len() / k.max(1) {
+        let sal = |c: usize| w[o * k + c].powi(2) / diag(c).powi(2);
+        let mut idx: Vec<usize> = group.clone().collect();
+        idx.sort_by(|&a, &b| sal(a).total_cmp(&sal(b)).then(a.cmp(&b)));
+        for &c in &idx[..drop] {
+            keep[o * k + c] = false;
+        }
+    }
+}
+
 /// The upper factor U of H⁻¹ = UᵀU in `order` (H = G + λI, inputs never seen get 1 + λ), and
 /// `rhs` (k × n, rows in reversed `order`) replaced by H⁻¹·rhs. Factorising the reversed
 /// matrix JHJ = LLᵀ gives H = (JLJ)(JLJ)ᵀ with JLJ upper, so U = (JLJ)⁻¹ = J·L⁻¹·J: one k×k
@@ -321,12 +365,15 @@ fn inverse_factor(
     lambda: f64,
     rhs: &mut faer::Mat<f64>,
 ) -> Result<(faer::Mat<f64>, usize)> {
-    use faer::dyn_stack::MemStack;
+    use faer::dyn_stack::{MemBuffer, MemStack};
     use faer::linalg::cholesky::llt::factor;
     let k = s.cols;
     let par = faer::Par::rayon(0);
-    let req = factor::cholesky_in_place_scratch::<f64>(k, par, Default::default());
-    let mut scratch = vec![std::mem::MaybeUninit::<u8>::uninit(); req.unaligned_bytes_required()];
+    let mut scratch = MemBuffer::new(factor::cholesky_in_place_scratch::<f64>(
+        k,
+        par,
+        Default::default(),
+    ));
     let mut extra = 0.0;
     for retry in 0..8 {
         let mut a = faer::Mat::<f64>::from_fn(k, k, |i, j| {
@@ -420,17 +467,7 @@ pub fn obs(
         let b = i2 - i1;
         if let ObsMask::Adaptive(Pattern::Sparsity(sp)) = mask {
             let n = count(rows * i2, sp) - count(rows * i1, sp);
-            let mut cand: Vec<(f64, usize, usize)> = (0..rows)
-                .flat_map(|o| (i1..i2).map(move |i| (o, i)))
-                .map(|(o, i)| {
-                    let d = u(i, i);
-                    (w[o * k + i].powi(2) / (d * d), o, i)
-                })
-                .collect();
-            cand.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-            for &(_, o, i) in &cand[..n.min(cand.len())] {
-                keep[o * k + i] = false;
-            }
+            prune_block(&w, &mut keep, k, i1..i2, n, |i| u(i, i));
         }
         // Each row's w_q/U_qq for the block's pruned columns, applied past the block at its end.
         let mut moves = vec![0.0f64; rows * b];
@@ -438,17 +475,7 @@ pub fn obs(
             if let (ObsMask::Adaptive(Pattern::NM(nk, m)), Some(g0)) = (&mask, nm_start[i])
                 && g0 == i
             {
-                for o in 0..rows {
-                    let mut idx: Vec<usize> = (i..i + m).collect();
-                    idx.sort_by(|&a, &b| {
-                        let sa = w[o * k + a].powi(2) / u(a, a).powi(2);
-                        let sb = w[o * k + b].powi(2) / u(b, b).powi(2);
-                        sa.total_cmp(&sb).then(a.cmp(&b))
-                    });
-                    for &c in &idx[..m - nk] {
-                        keep[o * k + c] = false;
-                    }
-                }
+                prune_group(&w, &mut keep, k, i..i + m, m - nk, |c| u(c, c));
             }
             let d = u(i, i);
             let urow: Vec<f64> = (i..i2).map(|j| u(i, j)).collect();
@@ -626,29 +653,12 @@ mod tests {
             {
                 let i2 = (i + 128).min(k);
                 let n = count(rows * i2, sp) - count(rows * i, sp);
-                let mut cand: Vec<(f64, usize, usize)> = (0..rows)
-                    .flat_map(|o| (i..i2).map(move |c| (o, c)))
-                    .map(|(o, c)| (w[o * k + c].powi(2) / u(c, c).powi(2), o, c))
-                    .collect();
-                cand.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-                for &(_, o, c) in &cand[..n] {
-                    keep[o * k + c] = false;
-                }
+                prune_block(&w, &mut keep, k, i..i2, n, |c| u(c, c));
             }
             if let (ObsMask::Adaptive(Pattern::NM(nk, m)), Some(g0)) = (&mask, nm_start[i])
                 && g0 == i
             {
-                for o in 0..rows {
-                    let mut idx: Vec<usize> = (i..i + m).collect();
-                    idx.sort_by(|&a, &b| {
-                        let sa = w[o * k + a].powi(2) / u(a, a).powi(2);
-                        let sb = w[o * k + b].powi(2) / u(b, b).powi(2);
-                        sa.total_cmp(&sb).then(a.cmp(&b))
-                    });
-                    for &c in &idx[..m - nk] {
-                        keep[o * k + c] = false;
-                    }
-                }
+                prune_group(&w, &mut keep, k, i..i + m, m - nk, |c| u(c, c));
             }
             for o in 0..rows {
                 if !keep[o * k + i] {
