@@ -209,9 +209,14 @@ pub struct PruneArgs {
     /// this .npz (--at-init: default OUT.masks.npz).
     #[arg(long, value_name = "MASKS.npz")]
     pub masks_out: Option<PathBuf>,
-    /// Unstructured: the same sparsity per layer (default) or one threshold over all layers.
+    /// Unstructured: the same sparsity per layer (default), one threshold over all layers, or
+    /// per-layer sparsities from each layer's measured effect on the outputs (sensitivity).
     #[arg(long, value_enum)]
     pub allocation: Option<Allocation>,
+    /// --allocation sensitivity: calibration samples the outputs are compared on (each layer
+    /// runs the whole network on them once per level of its profile).
+    #[arg(long, default_value_t = 64)]
+    pub sensitivity_samples: usize,
     /// SNOWS: operations ahead whose outputs are reconstructed.
     #[arg(long, default_value_t = 6)]
     pub horizon: usize,
@@ -640,6 +645,7 @@ fn run_sparse(a: PruneArgs, threads: usize, input: PathBuf, output: PathBuf) -> 
                 synflow_rounds: a.synflow_rounds.max(1),
             }),
         allocation: a.allocation,
+        sensitivity_samples: a.sensitivity_samples,
         selection: onnx_prune::sparse::layers::Selection {
             skip_first_last: !a.no_skip_first_last,
             include: a.include.clone(),

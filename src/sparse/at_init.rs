@@ -219,7 +219,12 @@ pub fn masks(
             .zip(scores)
             .map(|(t, s)| to_rows(t, s))
             .collect();
-        super::mask::select(&rows, targets, pattern, alloc, max_layer)
+        // `check` refuses --allocation sensitivity with --at-init (nothing to measure yet).
+        let split = match alloc {
+            Allocation::Global => super::mask::Split::Global { max_layer },
+            Allocation::Uniform | Allocation::Sensitivity => super::mask::Split::Uniform,
+        };
+        super::mask::select(&rows, targets, pattern, split)
     };
     let zip = |a: &[ArrayD<f64>], b: &[ArrayD<f64>], f: &dyn Fn(f64, f64) -> f64| {
         a.iter()

@@ -20,6 +20,21 @@ pub enum Allocation {
     Global,
     /// The same sparsity in every layer.
     Uniform,
+    /// Per-layer sparsities that minimise the sum of the layers' measured effects on the
+    /// network's outputs: each layer pruned alone (mask and update as asked) at a grid of
+    /// sparsities on calibration samples, then a knapsack over the grid for the requested total.
+    Sensitivity,
+}
+
+/// How a sparsity target is split over the layers.
+#[derive(Debug, Clone, Copy)]
+pub enum Split<'a> {
+    /// The same sparsity in every layer.
+    Uniform,
+    /// One threshold over all layers, at most `max_layer` of one layer pruned.
+    Global { max_layer: f64 },
+    /// These counts pruned per layer (`sensitivity::allocate`).
+    Counts(&'a [usize]),
 }
 
 /// The column groups of an N:M pattern for a layer: for each tap, runs of `m` consecutive
@@ -50,13 +65,27 @@ pub fn count(n: usize, s: f64) -> usize {
     ((s * n as f64).round() as usize).min(n)
 }
 
+/// The keep-mask that prunes the `n` lowest saliencies. The n smallest under a strict total
+/// order (ties by index) are one set: a selection finds it without sorting AlexNet's 38 M
+/// weights.
+pub fn prune_lowest(s: &[f64], n: usize) -> Vec<bool> {
+    let mut keep = vec![true; s.len()];
+    let mut idx: Vec<usize> = (0..s.len()).collect();
+    if n > 0 && n < idx.len() {
+        idx.select_nth_unstable_by(n, |&a, &b| s[a].total_cmp(&s[b]).then(a.cmp(&b)));
+    }
+    for &i in &idx[..n.min(idx.len())] {
+        keep[i] = false;
+    }
+    keep
+}
+
 /// Keep-masks (rows × cols, row-major) for `targets` from saliencies of the same layout.
 pub fn select(
     sal: &[Vec<f64>],
     targets: &[Target],
     pattern: Pattern,
-    alloc: Allocation,
-    max_layer: f64,
+    split: Split,
 ) -> Vec<Vec<bool>> {
     let mut keep: Vec<Vec<bool>> = sal.iter().map(|s| vec![true; s.len()]).collect();
     match pattern {
@@ -75,24 +104,18 @@ pub fn select(
                 }
             }
         }
-        Pattern::Sparsity(sp) => match alloc {
-            Allocation::Uniform => {
+        Pattern::Sparsity(sp) => match split {
+            Split::Uniform => {
                 for (k, s) in keep.iter_mut().zip(sal) {
-                    // The n smallest under a strict total order (ties by index) are one set:
-                    // a selection finds it without sorting AlexNet's 38 M weights.
-                    let n = count(s.len(), sp);
-                    let mut idx: Vec<usize> = (0..s.len()).collect();
-                    if n > 0 && n < idx.len() {
-                        idx.select_nth_unstable_by(n, |&a, &b| {
-                            s[a].total_cmp(&s[b]).then(a.cmp(&b))
-                        });
-                    }
-                    for &i in &idx[..n] {
-                        k[i] = false;
-                    }
+                    *k = prune_lowest(s, count(s.len(), sp));
                 }
             }
-            Allocation::Global => {
+            Split::Counts(c) => {
+                for ((k, s), &n) in keep.iter_mut().zip(sal).zip(c) {
+                    *k = prune_lowest(s, n);
+                }
+            }
+            Split::Global { max_layer } => {
                 let total: usize = sal.iter().map(|s| s.len()).sum();
                 let goal = count(total, sp);
                 let mut all: Vec<(f64, usize, usize)> = sal
@@ -151,8 +174,7 @@ mod tests {
             &[sal],
             std::slice::from_ref(&t),
             Pattern::NM(2, 4),
-            Allocation::Uniform,
-            1.0,
+            Split::Uniform,
         );
         for r in 0..3 {
             for grp in nm_groups(72, 9, 4) {
@@ -173,15 +195,28 @@ mod tests {
             (0..40).map(|i| i as f64).collect::<Vec<_>>(),
             (0..60).map(|i| 100.0 + i as f64).collect(),
         ];
-        let g = select(&sal, &ts, Pattern::Sparsity(0.7), Allocation::Global, 1.0);
+        let g = select(
+            &sal,
+            &ts,
+            Pattern::Sparsity(0.7),
+            Split::Global { max_layer: 1.0 },
+        );
         let pruned = |k: &Vec<bool>| k.iter().filter(|x| !**x).count();
         assert_eq!(pruned(&g[0]) + pruned(&g[1]), 70);
         assert_eq!(pruned(&g[0]), 40, "lowest saliencies first");
-        let capped = select(&sal, &ts, Pattern::Sparsity(0.7), Allocation::Global, 0.9);
+        let capped = select(
+            &sal,
+            &ts,
+            Pattern::Sparsity(0.7),
+            Split::Global { max_layer: 0.9 },
+        );
         assert_eq!(pruned(&capped[0]), 36);
         assert_eq!(pruned(&capped[0]) + pruned(&capped[1]), 70);
-        let u = select(&sal, &ts, Pattern::Sparsity(0.7), Allocation::Uniform, 1.0);
+        let u = select(&sal, &ts, Pattern::Sparsity(0.7), Split::Uniform);
         assert_eq!((pruned(&u[0]), pruned(&u[1])), (28, 42));
+        let c = select(&sal, &ts, Pattern::Sparsity(0.7), Split::Counts(&[5, 59]));
+        assert_eq!((pruned(&c[0]), pruned(&c[1])), (5, 59));
+        assert!(c[0][5] && !c[0][4], "the lowest of each layer go");
         // Per layer, the smallest saliencies go, ties to the lower index: shuffled values with
         // repeats prune exactly the first n of the sorted order.
         let ts = [target(1, 50, 1)];
@@ -190,8 +225,7 @@ mod tests {
             std::slice::from_ref(&s),
             &ts,
             Pattern::Sparsity(0.7),
-            Allocation::Uniform,
-            1.0,
+            Split::Uniform,
         );
         let mut idx: Vec<usize> = (0..50).collect();
         idx.sort_by(|&a, &b| s[a].total_cmp(&s[b]).then(a.cmp(&b)));

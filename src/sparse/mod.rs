@@ -12,6 +12,7 @@ pub mod layerwise;
 pub mod mask;
 mod ort_inputs;
 pub mod saliency;
+pub mod sensitivity;
 pub mod snows;
 pub mod woodfisher;
 
@@ -71,8 +72,10 @@ pub struct UnstructuredOptions {
     pub method: Method,
     /// None: uniform.
     pub allocation: Option<Allocation>,
-    /// At most this fraction of one layer pruned under global allocation.
+    /// At most this fraction of one layer pruned under global or sensitivity allocation.
     pub max_layer_sparsity: f64,
+    /// Calibration samples the sensitivity allocation compares the outputs on.
+    pub sensitivity_samples: usize,
     pub selection: Selection,
     /// Relative damping of the layer Hessians (λ = damp · mean diagonal).
     pub damp: f64,
@@ -109,6 +112,7 @@ impl Default for UnstructuredOptions {
             method: Method::Obs,
             allocation: None,
             max_layer_sparsity: 0.99,
+            sensitivity_samples: 64,
             selection: Selection {
                 skip_first_last: true,
                 ..Default::default()
@@ -174,6 +178,9 @@ pub struct Report {
     pub mask: String,
     pub method: String,
     pub allocation: String,
+    /// `--allocation sensitivity`: each layer's measured profile and the sparsity it got.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sensitivity: Option<Vec<sensitivity::SensitivityRow>>,
     pub requested: f64,
     /// Pruned over the selected layers' weights.
     pub achieved: f64,
@@ -244,6 +251,132 @@ fn optimal_update(
     }
     let (w, r) = layerwise::lsq(s, keep, damp)?;
     Ok((w, r, false))
+}
+
+/// Column order and the N:M group start of every position in it, for the column-sequential
+/// solvers: natural order for a sparsity target, tap-major (groups contiguous) for N:M.
+fn column_order(pattern: Pattern, t: &layers::Target) -> (Vec<usize>, Vec<Option<usize>>) {
+    match pattern {
+        Pattern::NM(_, m) => {
+            let cin = t.cols / t.taps.max(1);
+            let starts = (0..t.cols)
+                .map(|p| {
+                    let c = p % cin.max(1);
+                    (c < cin / m * m).then_some(p - c % m)
+                })
+                .collect();
+            (mask::nm_order(t.cols, t.taps), starts)
+        }
+        Pattern::Sparsity(_) => ((0..t.cols).collect(), vec![None; t.cols]),
+    }
+}
+
+/// A layer's statistics per part: the whole layer, or each group of a grouped conv (rows in
+/// consecutive blocks).
+fn gather_parts(
+    t: &layers::Target,
+    layer: &Layer,
+    w_dense: &[f64],
+    cur: &dyn LayerInput,
+    dense: &dyn LayerInput,
+    batches: &[Feeds<f32>],
+    budget: usize,
+) -> Result<Vec<layerwise::Stats>> {
+    if t.grouped {
+        layerwise::gather_grouped(cur, dense, batches, layer, w_dense, budget)
+    } else {
+        Ok(vec![layerwise::Stats::gather(
+            cur, dense, batches, layer, w_dense, budget,
+        )?])
+    }
+}
+
+/// The rows of part `pi` in a layer's row-major weights.
+fn span(parts: &[layerwise::Stats], pi: usize) -> std::ops::Range<usize> {
+    let (r, k) = (parts[pi].rows, parts[pi].cols);
+    pi * r * k..(pi + 1) * r * k
+}
+
+/// The OBS mask chosen as the columns are processed (`--mask obs`), with exact layer totals
+/// across the parts (cumulative rounding): (keep, Cholesky retries).
+fn adaptive_mask(
+    parts: &[layerwise::Stats],
+    pattern: Pattern,
+    order: &[usize],
+    nm_start: &[Option<usize>],
+    damp: f64,
+) -> Result<(Vec<bool>, usize)> {
+    let mut keep = Vec::new();
+    let mut retries = 0;
+    for (pi, st) in parts.iter().enumerate() {
+        let pat = match pattern {
+            Pattern::Sparsity(sp) => {
+                let r = span(parts, pi);
+                let n = mask::count(r.end, sp) - mask::count(r.start, sp);
+                Pattern::Sparsity(n as f64 / r.len().max(1) as f64)
+            }
+            p => p,
+        };
+        let (_, kp, r) =
+            layerwise::obs(st, layerwise::ObsMask::Adaptive(pat), order, nm_start, damp)?;
+        retries += r;
+        keep.extend(kp);
+    }
+    Ok((keep, retries))
+}
+
+/// What one layer's weight update needs.
+struct Update<'a> {
+    method: Method,
+    parts: &'a [layerwise::Stats],
+    keep: &'a [bool],
+    w_dense: &'a [f64],
+    order: &'a [usize],
+    nm_start: &'a [Option<usize>],
+    damp: f64,
+    grads: Option<&'a woodfisher::LayerGradients>,
+    fisher: &'a woodfisher::FisherOptions,
+    layer: &'a str,
+}
+
+/// A layer's rows after `method` for its mask, the pruned weights exact zeros: (rows, Cholesky
+/// retries, note). SNOWS gets the layer-wise optimum here, its warm start: its Newton steps
+/// run in a later sweep (`snows_sweep`).
+fn update_rows(u: &Update) -> Result<(Vec<f64>, usize, Option<String>)> {
+    let mut retries = 0;
+    let mut note = None;
+    let rows: Vec<f64> = match u.method {
+        Method::None => u.w_dense.to_vec(),
+        Method::Woodfisher => {
+            let grads = u.grads.ok_or_else(|| {
+                Error::graph(
+                    u.layer,
+                    "the WoodFisher update needs the per-sample gradients",
+                )
+            })?;
+            woodfisher::update(grads, u.w_dense, u.keep, u.fisher)
+                .map_err(|e| Error::graph(u.layer, e))?
+        }
+        Method::Obs | Method::Snows => {
+            let mut w = Vec::with_capacity(u.keep.len());
+            for (pi, st) in u.parts.iter().enumerate() {
+                let (wp, r, seq) =
+                    optimal_update(st, &u.keep[span(u.parts, pi)], u.order, u.nm_start, u.damp)?;
+                retries += r;
+                if seq {
+                    note = Some(SEQUENTIAL.into());
+                }
+                w.extend(wp);
+            }
+            w
+        }
+    };
+    let rows = rows
+        .iter()
+        .zip(u.keep)
+        .map(|(w, k)| if *k { *w } else { 0.0 })
+        .collect();
+    Ok((rows, retries, note))
 }
 
 /// What the SNOWS sweep works on: the pruned layers, their masks (weight name, shape, keep in
@@ -395,6 +528,11 @@ fn partial_support(
             ai.criterion
         )));
     }
+    if o.allocation == Some(Allocation::Sensitivity) {
+        return Err(Error::Unsupported(format!(
+            "{unsupported}; --allocation sensitivity runs the whole graph in the interpreter once per layer and level (use --allocation uniform or global)"
+        )));
+    }
     let mut options = o.clone();
     let mut disabled = Vec::new();
     if o.mask_from.is_none()
@@ -484,6 +622,25 @@ fn check(o: &UnstructuredOptions) -> Result<()> {
         return Err(Error::Usage(
             "--mask obs chooses weights per layer (its layer Hessians are not comparable across layers): use --allocation uniform or another --mask for a global threshold".into(),
         ));
+    }
+    if o.allocation == Some(Allocation::Sensitivity) {
+        let why = if o.at_init.is_some() {
+            Some("--at-init: an untrained model has no effect to measure")
+        } else if o.mask_from.is_some() {
+            Some("--mask-from fixes every layer's mask")
+        } else if matches!(o.pattern, Pattern::NM(..)) {
+            Some("--nm fixes every layer's density")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(Error::Usage(format!(
+                "--allocation sensitivity splits an --unstructured target over the layers: not with {why}"
+            )));
+        }
+        if o.sensitivity_samples == 0 {
+            return Err(Error::Usage("--sensitivity-samples must be ≥ 1".into()));
+        }
     }
     if !(o.damp.is_finite() && o.damp >= 0.0) {
         return Err(Error::Usage(format!("--damp {} must be ≥ 0", o.damp)));
@@ -581,6 +738,99 @@ pub fn run(
     } else {
         None
     };
+    // Saliencies for the masks chosen before the pass (every kind but obs).
+    let saliencies: Option<Vec<Vec<f64>>> =
+        if o.mask_from.is_some() || o.at_init.is_some() || o.mask == MaskKind::Obs {
+            None
+        } else {
+            Some(if o.mask == MaskKind::Woodfisher {
+                let grads = fisher_grads
+                    .as_ref()
+                    .expect("gathered for the woodfisher mask");
+                let mut sal = Vec::with_capacity(targets.len());
+                for (t, lg) in targets.iter().zip(grads) {
+                    let w = saliency::to_rows(
+                        t,
+                        &g.weights[&t.weight]
+                            .tensor
+                            .as_float()
+                            .expect("float weight")
+                            .mapv(|v| v as f64),
+                    );
+                    sal.push(
+                        woodfisher::saliency(lg, &w, &o.fisher)
+                            .map_err(|e| Error::graph(&t.name, e))?,
+                    );
+                }
+                sal
+            } else {
+                let (sal_feeds, obj) =
+                    if matches!(o.mask, MaskKind::FisherDiag | MaskKind::HutchinsonDiag) {
+                        let h = crate::calib::head(&data.calib, o.hessian_samples.max(1))?;
+                        let hn = batch_size(&h)?;
+                        let labels = data
+                            .calib_labels
+                            .as_ref()
+                            .map(|l| l[..hn.min(l.len())].to_vec());
+                        let (obj, name) =
+                            crate::prune::second_order::objective(g, &h, labels.as_deref())?;
+                        objective = Some(format!("{name}, {hn} samples"));
+                        (h, Some(obj))
+                    } else {
+                        (calib.clone(), None)
+                    };
+                match &obj {
+                    Some(obj) => saliency::saliencies(
+                        g,
+                        &targets,
+                        o.mask,
+                        &sal_feeds,
+                        obj,
+                        o.probes.max(1),
+                        o.seed,
+                        o.micro_batch.min(16),
+                        &mut |d, t| progress("saliency", d, t),
+                    )?,
+                    None => saliency::saliencies(
+                        g,
+                        &targets,
+                        o.mask,
+                        &sal_feeds,
+                        &crate::autodiff::Objective::Sum(vec![]),
+                        1,
+                        o.seed,
+                        1,
+                        &mut |_, _| {},
+                    )?,
+                }
+            })
+        };
+    // Per-layer counts measured layer by layer (`--allocation sensitivity`).
+    let mut sensitivity_rows = None;
+    let counts: Option<Vec<usize>> = if alloc == Allocation::Sensitivity {
+        let (c, rows) = sensitivity::allocate(
+            &sensitivity::Probe {
+                g,
+                targets: &targets,
+                saliencies: saliencies.as_deref(),
+                pattern: o.pattern,
+                method: o.method,
+                grads: fisher_grads.as_deref(),
+                fisher: &o.fisher,
+                damp: o.damp,
+                max_layer,
+                calib: &calib,
+                samples: o.sensitivity_samples,
+                micro_batch: o.micro_batch.max(1),
+                max_columns: o.max_columns,
+            },
+            &mut *progress,
+        )?;
+        sensitivity_rows = Some(rows);
+        Some(c)
+    } else {
+        None
+    };
     // Masks fixed before the pass (every kind but obs, or read from a pruned model).
     let upfront: Option<Vec<Vec<bool>>> = if let Some(from) = &o.mask_from {
         let mut v = Vec::new();
@@ -628,71 +878,15 @@ pub fn run(
         objective.clone_from(&r.objective);
         at_init_report = Some(r);
         Some(m)
-    } else if o.mask == MaskKind::Obs {
-        None
-    } else {
-        let sal = if o.mask == MaskKind::Woodfisher {
-            let grads = fisher_grads
-                .as_ref()
-                .expect("gathered for the woodfisher mask");
-            let mut sal = Vec::with_capacity(targets.len());
-            for (t, lg) in targets.iter().zip(grads) {
-                let w = saliency::to_rows(
-                    t,
-                    &g.weights[&t.weight]
-                        .tensor
-                        .as_float()
-                        .expect("float weight")
-                        .mapv(|v| v as f64),
-                );
-                sal.push(
-                    woodfisher::saliency(lg, &w, &o.fisher)
-                        .map_err(|e| Error::graph(&t.name, e))?,
-                );
-            }
-            sal
-        } else {
-            let (sal_feeds, obj) =
-                if matches!(o.mask, MaskKind::FisherDiag | MaskKind::HutchinsonDiag) {
-                    let h = crate::calib::head(&data.calib, o.hessian_samples.max(1))?;
-                    let hn = batch_size(&h)?;
-                    let labels = data
-                        .calib_labels
-                        .as_ref()
-                        .map(|l| l[..hn.min(l.len())].to_vec());
-                    let (obj, name) =
-                        crate::prune::second_order::objective(g, &h, labels.as_deref())?;
-                    objective = Some(format!("{name}, {hn} samples"));
-                    (h, Some(obj))
-                } else {
-                    (calib.clone(), None)
-                };
-            match &obj {
-                Some(obj) => saliency::saliencies(
-                    g,
-                    &targets,
-                    o.mask,
-                    &sal_feeds,
-                    obj,
-                    o.probes.max(1),
-                    o.seed,
-                    o.micro_batch.min(16),
-                    &mut |d, t| progress("saliency", d, t),
-                )?,
-                None => saliency::saliencies(
-                    g,
-                    &targets,
-                    o.mask,
-                    &sal_feeds,
-                    &crate::autodiff::Objective::Sum(vec![]),
-                    1,
-                    o.seed,
-                    1,
-                    &mut |_, _| {},
-                )?,
-            }
+    } else if let Some(sal) = &saliencies {
+        let split = match (alloc, &counts) {
+            (Allocation::Global, _) => mask::Split::Global { max_layer },
+            (_, Some(c)) => mask::Split::Counts(c),
+            _ => mask::Split::Uniform,
         };
-        Some(mask::select(&sal, &targets, o.pattern, alloc, max_layer))
+        Some(mask::select(sal, &targets, o.pattern, split))
+    } else {
+        None
     };
     seconds.insert("masks".into(), t0.elapsed().as_secs_f64());
 
@@ -720,88 +914,51 @@ pub fn run(
         let w_dense = layer.rows(&g.weights[&t.weight].tensor);
         let x = g.nodes[t.node].inputs[0]
             .ok_or_else(|| Error::graph(g.nodes[t.node].label(), "has no input"))?;
-        // Statistics per part: the whole layer, or each group of a grouped conv (rows in
-        // consecutive blocks).
-        let parts: Vec<layerwise::Stats> = {
-            let gather = |cur: &dyn LayerInput, dense: &dyn LayerInput, b: &[Feeds<f32>]| {
-                if t.grouped {
-                    layerwise::gather_grouped(cur, dense, b, &layer, &w_dense, budget)
-                } else {
-                    Ok(vec![layerwise::Stats::gather(
-                        cur, dense, b, &layer, &w_dense, budget,
-                    )?])
-                }
-            };
-            if partial.is_some() {
-                let cur = ort_inputs::OrtInput::new(model, &net, x, ort_threads)?;
-                let dense = ort_inputs::OrtInput::new(model, &Network::dense(g), x, ort_threads)?;
-                gather(&cur, &dense, &batches)?
-            } else if let Some((cur, dense)) = frontiers.as_mut() {
-                cur.advance(&net, t.node)?;
-                dense.advance(&dense_net, t.node)?;
-                let parts = gather(&cur.input(x), &dense.input(x), &batches)?;
-                if cur.bytes() + dense.bytes() > frontier::MAX_LIVE_BYTES {
-                    frontiers = None;
-                }
-                parts
-            } else {
-                let prefix = net.apply_to(g.subgraph(&[], &[x])?);
-                let dense_prefix = g.subgraph(&[], &[x])?;
-                let (cur, dense) = (
-                    Engine::<f32>::new(&prefix)?,
-                    Engine::<f32>::new(&dense_prefix)?,
-                );
-                gather(&cur, &dense, &only_inputs(&prefix, &batches))?
+        let parts: Vec<layerwise::Stats> = if partial.is_some() {
+            let cur = ort_inputs::OrtInput::new(model, &net, x, ort_threads)?;
+            let dense = ort_inputs::OrtInput::new(model, &Network::dense(g), x, ort_threads)?;
+            gather_parts(t, &layer, &w_dense, &cur, &dense, &batches, budget)?
+        } else if let Some((cur, dense)) = frontiers.as_mut() {
+            cur.advance(&net, t.node)?;
+            dense.advance(&dense_net, t.node)?;
+            let parts = gather_parts(
+                t,
+                &layer,
+                &w_dense,
+                &cur.input(x),
+                &dense.input(x),
+                &batches,
+                budget,
+            )?;
+            if cur.bytes() + dense.bytes() > frontier::MAX_LIVE_BYTES {
+                frontiers = None;
             }
+            parts
+        } else {
+            let prefix = net.apply_to(g.subgraph(&[], &[x])?);
+            let dense_prefix = g.subgraph(&[], &[x])?;
+            let (cur, dense) = (
+                Engine::<f32>::new(&prefix)?,
+                Engine::<f32>::new(&dense_prefix)?,
+            );
+            let b = only_inputs(&prefix, &batches);
+            gather_parts(t, &layer, &w_dense, &cur, &dense, &b, budget)?
         };
-        let order = match o.pattern {
-            Pattern::NM(..) => mask::nm_order(t.cols, t.taps),
-            Pattern::Sparsity(_) => (0..t.cols).collect(),
-        };
-        let nm_start: Vec<Option<usize>> = match o.pattern {
-            Pattern::NM(_, m) => {
-                let cin = t.cols / t.taps.max(1);
-                (0..t.cols)
-                    .map(|p| {
-                        let c = p % cin.max(1);
-                        (c < cin / m * m).then_some(p - c % m)
-                    })
-                    .collect()
-            }
-            Pattern::Sparsity(_) => vec![None; t.cols],
-        };
+        let (order, nm_start) = column_order(o.pattern, t);
         let k = t.cols;
-        let span = |pi: usize| {
-            let r = parts[pi].rows;
-            pi * r * k..(pi + 1) * r * k
-        };
-        let mut note = None;
         let mut retries = 0;
         // The mask.
         let keep: Vec<bool> = match &upfront {
             Some(m) => m[li].clone(),
             None => {
-                let mut keep = Vec::with_capacity(t.rows * k);
-                for (pi, st) in parts.iter().enumerate() {
-                    // Exact layer totals across groups: cumulative rounding.
-                    let pat = match o.pattern {
-                        Pattern::Sparsity(sp) => {
-                            let r = span(pi);
-                            let n = mask::count(r.end, sp) - mask::count(r.start, sp);
-                            Pattern::Sparsity(n as f64 / r.len().max(1) as f64)
-                        }
-                        p => p,
-                    };
-                    let (_, kp, r) = layerwise::obs(
-                        st,
-                        layerwise::ObsMask::Adaptive(pat),
-                        &order,
-                        &nm_start,
-                        o.damp,
-                    )?;
-                    retries += r;
-                    keep.extend(kp);
-                }
+                let pattern = match (o.pattern, &counts) {
+                    (Pattern::Sparsity(_), Some(c)) => {
+                        Pattern::Sparsity(c[li] as f64 / (t.rows * k).max(1) as f64)
+                    }
+                    (p, _) => p,
+                };
+                let (keep, r) = adaptive_mask(&parts, pattern, &order, &nm_start, o.damp)?;
+                retries += r;
                 keep
             }
         };
@@ -811,49 +968,28 @@ pub fn run(
             .map(|(w, k)| if *k { *w } else { 0.0 })
             .collect();
         let method = o.method;
-        let optimal = |retries: &mut usize, note: &mut Option<String>| -> Result<Vec<f64>> {
-            let mut w = Vec::with_capacity(t.rows * k);
-            for (pi, st) in parts.iter().enumerate() {
-                let (wp, r, seq) = optimal_update(st, &keep[span(pi)], &order, &nm_start, o.damp)?;
-                *retries += r;
-                if seq {
-                    *note = Some(SEQUENTIAL.into());
-                }
-                w.extend(wp);
-            }
-            Ok(w)
-        };
-        let new_rows: Vec<f64> = match method {
-            Method::None => masked.clone(),
-            Method::Woodfisher => {
-                let grads = fisher_grads
-                    .as_ref()
-                    .expect("gathered for the woodfisher update");
-                woodfisher::update(&grads[li], &w_dense, &keep, &o.fisher)
-                    .map_err(|e| Error::graph(&t.name, e))?
-            }
-            Method::Obs => optimal(&mut retries, &mut note)?,
-            Method::Snows => {
-                // The layer-wise warm start now; the SNOWS sweep runs after every layer has it
-                // and the BatchNorms were re-estimated (see below).
-                optimal(&mut retries, &mut note)?
-            }
-        };
+        let (new_rows, r, note) = update_rows(&Update {
+            method,
+            parts: &parts,
+            keep: &keep,
+            w_dense: &w_dense,
+            order: &order,
+            nm_start: &nm_start,
+            damp: o.damp,
+            grads: fisher_grads.as_ref().map(|g| &g[li]),
+            fisher: &o.fisher,
+            layer: &t.name,
+        })?;
+        retries += r;
         let error_of = |w: &[f64]| -> f64 {
             let (mut e, mut n) = (0.0, 0.0);
             for (pi, st) in parts.iter().enumerate() {
-                let r = st.error(&w[span(pi)]);
+                let r = st.error(&w[span(&parts, pi)]);
                 e += r * r * st.tnorm;
                 n += st.tnorm;
             }
             (e / f64::max(n, 1e-30)).sqrt()
         };
-        // Exact zeros where the mask prunes.
-        let new_rows: Vec<f64> = new_rows
-            .iter()
-            .zip(&keep)
-            .map(|(w, k)| if *k { *w } else { 0.0 })
-            .collect();
         let shape = g.weights[&t.weight].tensor.shape().to_vec();
         let arr = saliency::from_rows(t, &shape, &new_rows);
         let zeros = arr.iter().filter(|v| **v == 0.0).count();
@@ -1039,6 +1175,7 @@ pub fn run(
             Pattern::NM(..) => "n:m".into(),
             Pattern::Sparsity(_) => format!("{alloc:?}").to_lowercase(),
         },
+        sensitivity: sensitivity_rows,
         requested,
         achieved,
         model_sparsity: float_zeros as f64 / float_params.max(1) as f64,
