@@ -10,10 +10,14 @@ import sys
 log = sys.argv[1] if len(sys.argv) > 1 else "scripts/results/sparse-quality.jsonl"
 rows = ["mp", "mp+", "obs", "wf", "snows-mag", "snows-gn", "snows-obs", "snows-wf"]
 pats = ["0.5", "0.7", "0.8", "0.9", "2of4"]
-res, dense, metric = {}, {}, {}
+res, dense, metric, extra = {}, {}, {}, {}
 for line in open(log):
     r = json.loads(line)
     m = r["model"]
+    # Rows beyond the table's own (e.g. the "-sens" rows of --allocation sensitivity, or the
+    # calibration-size rows) follow them, in the order the log first names them.
+    if r["row"] not in rows and r["row"] not in extra.setdefault(m, []):
+        extra[m].append(r["row"])
     res[(m, r["pattern"].replace(":", "of"), r["row"])] = r["text"]
     dense[m], metric[m] = r["dense_text"], r["metric"]
 for m in ["resnet", "mobilenet", "vit", "mlp", "mlpnet", "pp_lcnet_orientation", "ppocr_v4_rec", "minilm_l3"]:
@@ -22,6 +26,6 @@ for m in ["resnet", "mobilenet", "vit", "mlp", "mlpnet", "pp_lcnet_orientation",
     print(f"\n**{m}** ({metric[m]}, dense {dense[m]})\n")
     print("| row | " + " | ".join("2:4" if p == "2of4" else f"{float(p) * 100:.0f} %" for p in pats) + " |")
     print("|---|" + "---|" * len(pats))
-    for row in rows:
+    for row in rows + [x for x in extra.get(m, []) if x.endswith("-sens")]:
         cells = [res.get((m, p, row), "–") for p in pats]
         print(f"| {row} | " + " | ".join(cells) + " |")

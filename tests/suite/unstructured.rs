@@ -480,6 +480,12 @@ fn sensitivity_allocation_spares_the_layers_that_matter() {
             method: Method::None,
             ..Default::default()
         },
+        UnstructuredOptions {
+            pattern: Pattern::Sparsity(0.7),
+            allocation: Some(Allocation::Sensitivity),
+            mask_from: Some(Default::default()),
+            ..Default::default()
+        },
     ] {
         let e = sparse::run(&m, &d, &o, &mut |_, _, _| {}).err().unwrap();
         assert!(e.to_string().contains("--allocation sensitivity"), "{e}");
