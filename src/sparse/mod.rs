@@ -253,6 +253,23 @@ fn optimal_update(
     Ok((w, r, false))
 }
 
+/// The first `n` samples in micro-batches of `mb`, and each batch's share of `max_columns`
+/// input vectors per layer Hessian.
+fn micro_batches(
+    feeds: &Feeds<f32>,
+    n: usize,
+    mb: usize,
+    max_columns: usize,
+) -> (Vec<Feeds<f32>>, usize) {
+    let mb = mb.max(1);
+    let batches: Vec<Feeds<f32>> = (0..n)
+        .step_by(mb)
+        .map(|s| slice_feeds(feeds, s..(s + mb).min(n)))
+        .collect();
+    let budget = (max_columns / batches.len().max(1)).max(1);
+    (batches, budget)
+}
+
 /// Column order and the N:M group start of every position in it, for the column-sequential
 /// solvers: natural order for a sparsity target, tap-major (groups contiguous) for N:M.
 fn column_order(pattern: Pattern, t: &layers::Target) -> (Vec<usize>, Vec<Option<usize>>) {
@@ -892,12 +909,7 @@ pub fn run(
 
     // The sequential pass.
     let t1 = std::time::Instant::now();
-    let mb = o.micro_batch.max(1);
-    let batches: Vec<Feeds<f32>> = (0..n)
-        .step_by(mb)
-        .map(|s| slice_feeds(&calib, s..(s + mb).min(n)))
-        .collect();
-    let budget = (o.max_columns / batches.len().max(1)).max(1);
+    let (batches, budget) = micro_batches(&calib, n, o.micro_batch, o.max_columns);
     let mut net = Network {
         g,
         weights: HashMap::new(),

@@ -10,7 +10,9 @@
 use super::layerwise::LayerInput;
 use super::mask::{self, Pattern};
 use super::woodfisher::{FisherOptions, LayerGradients};
-use super::{Method, Update, adaptive_mask, column_order, frontier, gather_parts, update_rows};
+use super::{
+    Method, Update, adaptive_mask, column_order, frontier, gather_parts, micro_batches, update_rows,
+};
 use crate::autodiff::curvature::{batch_size, slice_feeds};
 use crate::error::{Error, Result};
 use crate::interp::{Engine, Feeds};
@@ -105,12 +107,7 @@ pub(crate) fn allocate(
         dense,
         error_now: 0.0,
     };
-    let mb = p.micro_batch.max(1);
-    let batches: Vec<Feeds<f32>> = (0..n)
-        .step_by(mb)
-        .map(|s| slice_feeds(&feeds, s..(s + mb).min(n)))
-        .collect();
-    let budget = (p.max_columns / batches.len().max(1)).max(1);
+    let (batches, budget) = micro_batches(&feeds, n, p.micro_batch, p.max_columns);
     let dense_net = Network::dense(p.g);
     let mut front = Some(frontier::Frontier::new(p.g, &batches));
     let steps = p.targets.len() * (grid.len() - 1);
