@@ -232,7 +232,9 @@ const SEQUENTIAL: &str = "per-row factorisations too costly: column-sequential O
 /// Row-wise factorisations cost Σ |S_r|³/3; above this, the sequential update (one k×k).
 const ROWWISE_FLOPS: f64 = 4e10;
 
-/// The OBS-optimal update for a fixed mask: (rows, Cholesky retries, sequential used).
+/// The OBS-optimal update for a fixed mask, least squares on each row's support: through the
+/// kept samples when that is cheaper, else one factorisation per row, or above `ROWWISE_FLOPS`
+/// the column-sequential pass: (rows, Cholesky retries, sequential used).
 fn optimal_update(
     s: &layerwise::Stats,
     keep: &[bool],
@@ -241,10 +243,20 @@ fn optimal_update(
     damp: f64,
 ) -> Result<(Vec<f64>, usize, bool)> {
     let k = s.cols;
-    let cost: f64 = keep
+    let kept: Vec<f64> = keep
         .chunks(k)
-        .map(|r| (r.iter().filter(|x| **x).count() as f64).powi(3) / 3.0)
-        .sum();
+        .map(|r| r.iter().filter(|x| **x).count() as f64)
+        .collect();
+    let cost: f64 = kept.iter().map(|m| m.powi(3) / 3.0).sum();
+    if let Some(d) = &s.direct {
+        let n = (d.x.len() / k.max(1)) as f64;
+        let through_samples: f64 = kept.iter().map(|m| n * n * m + n.powi(3) / 3.0).sum();
+        if through_samples < cost
+            && let Some(w) = layerwise::lsq_from_samples(s, keep, damp)
+        {
+            return Ok((w?, 0, false));
+        }
+    }
     if cost > ROWWISE_FLOPS {
         let (w, _, r) = layerwise::obs(s, layerwise::ObsMask::Fixed(keep), order, nm_start, damp)?;
         return Ok((w, r, true));
