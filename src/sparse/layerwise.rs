@@ -17,7 +17,9 @@ use rayon::prelude::*;
 pub struct Stats {
     pub cols: usize,
     pub rows: usize,
-    pub gram: Vec<f64>,
+    /// G, formed on first use from [`Stats::direct`] when the samples were kept: the refits
+    /// and errors that the samples serve never need it (VGG19's fc6: 5 GB).
+    gram: std::sync::OnceLock<Vec<f64>>,
     pub cross: Vec<f64>,
     pub tnorm: f64,
     pub samples: usize,
@@ -89,7 +91,7 @@ pub(crate) fn gather_grouped(
         .map(|_| Stats {
             cols: k,
             rows: rows_g,
-            gram: vec![0.0; k * k],
+            gram: std::sync::OnceLock::new(),
             cross: vec![0.0; rows_g * k],
             tnorm: 0.0,
             samples: 0,
@@ -120,13 +122,16 @@ pub(crate) fn gather_grouped(
                     }
                 }
             }
-            f64::gemm_xtx(&cp, np, k, &mut st.gram);
+            st.gram.get_or_init(|| vec![0.0; k * k]);
+            f64::gemm_xtx(&cp, np, k, st.gram.get_mut().expect("set"));
             st.samples += np;
         }
     }
     for st in &mut out {
         let inv = 1.0 / st.samples.max(1) as f64;
-        st.gram.iter_mut().for_each(|v| *v *= inv);
+        if let Some(g) = st.gram.get_mut() {
+            g.iter_mut().for_each(|v| *v *= inv);
+        }
         st.cross.iter_mut().for_each(|v| *v *= inv);
         st.tnorm *= inv;
     }
@@ -145,7 +150,8 @@ impl Stats {
         budget: usize,
     ) -> Result<Stats> {
         let (rows, k) = (layer.cout, layer.kfull);
-        let mut gram = vec![0.0f64; k * k];
+        // Accumulated only once the samples stop being kept.
+        let mut gram: Option<Vec<f64>> = None;
         let mut cross = vec![0.0f64; rows * k];
         let (mut tnorm, mut samples) = (0.0, 0usize);
         let mut direct = Some(Direct {
@@ -178,19 +184,33 @@ impl Stats {
                     true,
                 );
             }
-            f64::gemm_xtx(&cp, np, k, &mut gram);
             samples += np;
-            if keeps_direct(samples, k, rows) {
-                if let Some(d) = direct.as_mut() {
+            match direct.as_mut() {
+                Some(d) if keeps_direct(samples, k, rows) => {
                     d.x.extend_from_slice(&cp[..np * k]);
                     d.t.extend_from_slice(&t[..np * rows]);
                 }
-            } else {
-                direct = None;
+                _ => {
+                    let g = gram.get_or_insert_with(|| {
+                        let mut g = vec![0.0f64; k * k];
+                        if let Some(d) = direct.take() {
+                            f64::gemm_xtx(&d.x, d.x.len() / k.max(1), k, &mut g);
+                        }
+                        g
+                    });
+                    f64::gemm_xtx(&cp, np, k, g);
+                }
             }
         }
         let inv = 1.0 / samples.max(1) as f64;
-        gram.iter_mut().for_each(|v| *v *= inv);
+        let gram = match gram {
+            Some(mut g) => {
+                g.iter_mut().for_each(|v| *v *= inv);
+                std::sync::OnceLock::from(g)
+            }
+            None if direct.is_none() => std::sync::OnceLock::from(vec![0.0; k * k]),
+            None => std::sync::OnceLock::new(),
+        };
         cross.iter_mut().for_each(|v| *v *= inv);
         Ok(Stats {
             cols: k,
@@ -206,6 +226,41 @@ impl Stats {
     /// Relative reconstruction error ‖XWᵀ − T‖ / ‖T‖ of rows `w`, from wᵀGw − 2wᵀc per row.
     /// W·G runs as a GEMM over blocks of rows: row by row, a 9216-input layer streamed its
     /// 680 MB Gram once per output row (AlexNet's fc6: minutes per call).
+    /// G = XᵀX/n.
+    pub fn gram(&self) -> &[f64] {
+        self.gram.get_or_init(|| {
+            let k = self.cols;
+            let mut g = vec![0.0f64; k * k];
+            if let Some(d) = &self.direct {
+                f64::gemm_xtx(&d.x, d.x.len() / k.max(1), k, &mut g);
+                let inv = 1.0 / self.samples.max(1) as f64;
+                g.iter_mut().for_each(|v| *v *= inv);
+            }
+            g
+        })
+    }
+
+    /// diag G, without forming G when the samples were kept.
+    fn gram_diag(&self) -> Vec<f64> {
+        let k = self.cols;
+        match (self.gram.get(), &self.direct) {
+            (None, Some(d)) => {
+                let mut diag = vec![0.0f64; k];
+                for x in d.x.chunks(k.max(1)) {
+                    for (g, v) in diag.iter_mut().zip(x) {
+                        *g += v * v;
+                    }
+                }
+                let inv = 1.0 / self.samples.max(1) as f64;
+                diag.iter().map(|v| v * inv).collect()
+            }
+            _ => {
+                let g = self.gram();
+                (0..k).map(|i| g[i * k + i]).collect()
+            }
+        }
+    }
+
     pub fn error(&self, w: &[f64]) -> f64 {
         use crate::tensor::{MatRef, Real};
         let k = self.cols;
@@ -239,7 +294,7 @@ impl Stats {
                 k,
                 k,
                 MatRef::row_major(wb, k, false),
-                MatRef::row_major(&self.gram, k, false),
+                MatRef::row_major(self.gram(), k, false),
                 &mut wg[..n * k],
                 k,
                 false,
@@ -266,7 +321,7 @@ impl Stats {
     /// λ = damp · mean(diag G).
     fn lambda(&self, damp: f64) -> f64 {
         let k = self.cols;
-        let mean = (0..k).map(|i| self.gram[i * k + i]).sum::<f64>() / k.max(1) as f64;
+        let mean = self.gram_diag().iter().sum::<f64>() / k.max(1) as f64;
         damp * mean.max(1e-12)
     }
 
@@ -275,7 +330,7 @@ impl Stats {
     fn damped(&self, damp: f64) -> (Vec<f64>, f64) {
         let k = self.cols;
         let lambda = self.lambda(damp);
-        let mut h = self.gram.clone();
+        let mut h = self.gram().to_vec();
         for i in 0..k {
             if h[i * k + i] == 0.0 {
                 h[i * k + i] = 1.0;
@@ -502,6 +557,7 @@ fn inverse_factor(
     use faer::dyn_stack::{MemBuffer, MemStack};
     use faer::linalg::cholesky::llt::factor;
     let k = s.cols;
+    let gram = s.gram();
     let par = faer::Par::rayon(0);
     let mut scratch = MemBuffer::new(factor::cholesky_in_place_scratch::<f64>(
         k,
@@ -512,7 +568,7 @@ fn inverse_factor(
     for retry in 0..8 {
         let mut a = faer::Mat::<f64>::from_fn(k, k, |i, j| {
             let (p, q) = (order[k - 1 - i], order[k - 1 - j]);
-            let g = s.gram[p * k + q];
+            let g = gram[p * k + q];
             if p != q {
                 g
             } else if g == 0.0 {
@@ -681,7 +737,7 @@ mod tests {
         Stats {
             cols: k,
             rows,
-            gram: gram.iter().map(|v| v * inv).collect(),
+            gram: std::sync::OnceLock::from(gram.iter().map(|v| v * inv).collect::<Vec<f64>>()),
             cross: cross.iter().map(|v| v * inv).collect(),
             tnorm: t.iter().map(|v| v * v).sum::<f64>() * inv,
             samples: n,
@@ -758,7 +814,12 @@ mod tests {
     #[test]
     fn the_error_from_kept_samples_equals_the_error_through_the_gram() {
         let mut r = crate::autodiff::rng::SplitMix64::new(9);
-        for (k, rows, per_batch, batches) in [(64usize, 5usize, 3usize, 4usize), (6, 4, 5, 3)] {
+        // Samples kept throughout; never kept; kept for two batches, then G formed from them.
+        for (k, rows, per_batch, batches) in [
+            (64usize, 5usize, 3usize, 4usize),
+            (6, 4, 5, 3),
+            (16, 2, 3, 4),
+        ] {
             let x: Vec<Vec<f32>> = (0..batches)
                 .map(|_| (0..per_batch * k).map(|_| r.normal() as f32).collect())
                 .collect();
@@ -778,22 +839,41 @@ mod tests {
             let w_dense: Vec<f64> = (0..rows * k).map(|_| r.normal()).collect();
             let feeds: Vec<Feeds<f32>> = vec![Vec::new(); batches];
             let mut s = Stats::gather(&cur, &dense, &feeds, &layer, &w_dense, 1 << 20).unwrap();
-            // 12 vectors of 64 inputs are kept; 15 of 6 are not.
             assert_eq!(s.direct.is_some(), k == 64, "k = {k}");
             if let Some(d) = &s.direct {
                 assert_eq!(d.x.len(), s.samples * k);
                 assert_eq!(d.t.len(), s.samples * rows);
             }
+            // ‖X_p Wᵀ − X_d W̄ᵀ‖ / ‖X_d W̄ᵀ‖ from the raw inputs.
+            let all = |f: &Fixed| -> Vec<f64> {
+                (0..batches)
+                    .flat_map(|b| f.input(b, &Vec::new()).unwrap().into_iter())
+                    .map(|v| v as f64)
+                    .collect()
+            };
+            let (xp, xd) = (all(&cur), all(&dense));
+            let n = xp.len() / k;
+            let t = matmul_t(&xd, n, k, &w_dense, rows);
+            let tn: f64 = t.iter().map(|v| v * v).sum();
             for trial in 0..3 {
                 let w: Vec<f64> = w_dense
                     .iter()
                     .map(|v| v * (1.0 - 0.3 * trial as f64) + 0.1 * r.normal())
                     .collect();
+                let y = matmul_t(&xp, n, k, &w, rows);
+                let want =
+                    (y.iter().zip(&t).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / tn).sqrt();
                 let a = s.error(&w);
-                let direct = s.direct.take();
-                let b = s.error(&w);
-                s.direct = direct;
-                assert!(a > 0.01 && (a - b).abs() < 1e-9 * a.max(1.0), "{a} vs {b}");
+                assert!(a > 0.01 && (a - want).abs() < 1e-9 * want, "{a} vs {want}");
+                if s.direct.is_some() {
+                    assert!(s.gram.get().is_none(), "G formed for nothing");
+                    s.gram();
+                    let direct = s.direct.take();
+                    let b = s.error(&w);
+                    s.direct = direct;
+                    s.gram = std::sync::OnceLock::new();
+                    assert!((b - want).abs() < 1e-9 * want, "{b} vs {want}");
+                }
             }
         }
     }
