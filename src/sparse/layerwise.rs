@@ -208,7 +208,7 @@ impl Stats {
                 g.iter_mut().for_each(|v| *v *= inv);
                 std::sync::OnceLock::from(g)
             }
-            None if direct.is_none() => std::sync::OnceLock::from(vec![0.0; k * k]),
+            // Only while the samples are kept (G is formed when they are dropped).
             None => std::sync::OnceLock::new(),
         };
         cross.iter_mut().for_each(|v| *v *= inv);
@@ -223,9 +223,6 @@ impl Stats {
         })
     }
 
-    /// Relative reconstruction error ‖XWᵀ − T‖ / ‖T‖ of rows `w`, from wᵀGw − 2wᵀc per row.
-    /// W·G runs as a GEMM over blocks of rows: row by row, a 9216-input layer streamed its
-    /// 680 MB Gram once per output row (AlexNet's fc6: minutes per call).
     /// G = XᵀX/n.
     pub fn gram(&self) -> &[f64] {
         self.gram.get_or_init(|| {
@@ -261,6 +258,10 @@ impl Stats {
         }
     }
 
+    /// Relative reconstruction error ‖XWᵀ − T‖ / ‖T‖ of rows `w`: directly from the kept samples,
+    /// else from wᵀGw − 2wᵀc per row.
+    /// W·G runs as a GEMM over blocks of rows: row by row, a 9216-input layer streamed its
+    /// 680 MB Gram once per output row (AlexNet's fc6: minutes per call).
     pub fn error(&self, w: &[f64]) -> f64 {
         use crate::tensor::{MatRef, Real};
         let k = self.cols;
