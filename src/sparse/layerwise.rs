@@ -767,6 +767,29 @@ mod tests {
         }
     }
 
+    /// Statistics of a MatMul layer of `rows` outputs with random dense weights over `batches`
+    /// batches of `cur` and `dense`: (stats, dense weights).
+    fn gather_matmul(
+        cur: &Fixed,
+        dense: &Fixed,
+        rows: usize,
+        batches: usize,
+        r: &mut crate::autodiff::rng::SplitMix64,
+    ) -> (Stats, Vec<f64>) {
+        let k = cur.k;
+        let layer = Layer {
+            op: crate::ir::Op::MatMul,
+            w_shape: vec![k, rows],
+            cout: rows,
+            kfull: k,
+            taps: 1,
+        };
+        let w_dense: Vec<f64> = (0..rows * k).map(|_| r.normal()).collect();
+        let feeds: Vec<Feeds<f32>> = vec![Vec::new(); batches];
+        let s = Stats::gather(cur, dense, &feeds, &layer, &w_dense, 1 << 20).unwrap();
+        (s, w_dense)
+    }
+
     #[test]
     fn least_squares_through_the_kept_samples_equals_the_row_wise_factorisations() {
         let mut r = crate::autodiff::rng::SplitMix64::new(21);
@@ -787,16 +810,7 @@ mod tests {
             k,
             shift: 0.0,
         };
-        let layer = Layer {
-            op: crate::ir::Op::MatMul,
-            w_shape: vec![k, rows],
-            cout: rows,
-            kfull: k,
-            taps: 1,
-        };
-        let w_dense: Vec<f64> = (0..rows * k).map(|_| r.normal()).collect();
-        let feeds: Vec<Feeds<f32>> = vec![Vec::new(); batches];
-        let s = Stats::gather(&cur, &dense, &feeds, &layer, &w_dense, 1 << 20).unwrap();
+        let (s, _) = gather_matmul(&cur, &dense, rows, batches, &mut r);
         assert!(s.direct.is_some());
         // Row 0 keeps half, row 1 nothing, rows 2 and 3 most (input 5 included).
         let keep: Vec<bool> = (0..rows * k)
@@ -836,16 +850,7 @@ mod tests {
                 shift: 0.0,
             };
             let cur = Fixed { x, k, shift: 0.3 };
-            let layer = Layer {
-                op: crate::ir::Op::MatMul,
-                w_shape: vec![k, rows],
-                cout: rows,
-                kfull: k,
-                taps: 1,
-            };
-            let w_dense: Vec<f64> = (0..rows * k).map(|_| r.normal()).collect();
-            let feeds: Vec<Feeds<f32>> = vec![Vec::new(); batches];
-            let mut s = Stats::gather(&cur, &dense, &feeds, &layer, &w_dense, 1 << 20).unwrap();
+            let (mut s, w_dense) = gather_matmul(&cur, &dense, rows, batches, &mut r);
             assert_eq!(s.direct.is_some(), k == 64, "k = {k}");
             if let Some(d) = &s.direct {
                 assert_eq!(d.x.len(), s.samples * k);
