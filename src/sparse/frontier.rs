@@ -17,6 +17,7 @@ use std::collections::HashMap;
 /// prefixes instead: the quadratic pass needs one batch at a time, the frontier all of them.
 pub(crate) const MAX_LIVE_BYTES: usize = 4 << 30;
 
+#[derive(Clone)]
 pub(crate) struct Frontier {
     /// Nodes `0..at` have been evaluated.
     at: usize,
@@ -112,6 +113,15 @@ impl Frontier {
     }
 
     /// Value `v` of every batch, as a layer input.
+    /// Micro-batch `batch`'s value `v`, when it is live.
+    pub(crate) fn get(&self, batch: usize, v: ValueId) -> Option<&Tensor<f32>> {
+        self.live.get(batch)?.get(&v)
+    }
+
+    pub(crate) fn batches(&self) -> usize {
+        self.live.len()
+    }
+
     pub(crate) fn input(&self, v: ValueId) -> At<'_> {
         At { f: self, v }
     }

@@ -495,6 +495,165 @@ pub fn lsq_from_samples(s: &Stats, keep: &[bool], damp: f64) -> Option<Result<Ve
     Some(Ok(w))
 }
 
+/// What an ExactOBS pass prunes.
+#[derive(Clone, Copy)]
+pub enum ExactTarget<'a> {
+    /// This many of the layer's weights, split over the rows where they add the least loss.
+    Count(usize),
+    /// All but `n` in every group of columns; `group[c]` is column c's group, `None` for a
+    /// column in no group (kept).
+    NM {
+        n: usize,
+        group: &'a [Option<usize>],
+    },
+}
+
+/// Work of an ExactOBS pass over a layer part, rows·k³ (about a third of it in multiply-adds).
+pub fn exact_obs_work(s: &Stats) -> f64 {
+    s.rows as f64 * (s.cols as f64).powi(3)
+}
+
+/// ExactOBS (OBC, Frantar & Alistarh 2022) mask: each row's weights are removed one at a time
+/// from the row's least-squares optimum, every removal the one that raises the row's loss
+/// least, w_q²/(2[H⁻¹]_qq), with the remaining weights re-solved and H⁻¹ downdated after it
+/// (for N:M, only among groups still above N). For a count, the layer then takes, over all
+/// rows, the removals that cost least, each row's in its own order. rows·k³ work, so for
+/// small layers, where SparseGPT's single pass over the columns (a block's mask picked from
+/// the saliencies before any of its weights move) loses the most: at 90 % held-out top-1 of
+/// the ResNet fixture 82.8 → 96.8 %, ViT 66.0 → 91.2 %. Returns (keep, Cholesky retries).
+pub fn exact_obs_mask(s: &Stats, target: ExactTarget, damp: f64) -> Result<(Vec<bool>, usize)> {
+    use faer::linalg::solvers::SolveCore;
+    let (k, rows) = (s.cols, s.rows);
+    let (h, lambda) = s.damped(damp);
+    let (llt, retries) = cholesky(&h, k, lambda)?;
+    let mut inv = faer::Mat::<f64>::identity(k, k);
+    llt.solve_in_place_with_conj(faer::Conj::No, inv.as_mut());
+    let hinv: Vec<f64> = (0..k * k).map(|x| inv[(x / k, x % k)]).collect();
+    drop(inv);
+    // Each row's removals in order, with the loss each adds.
+    let paths: Vec<(Vec<usize>, Vec<f64>)> = (0..rows)
+        .into_par_iter()
+        .map(|o| exact_path(&hinv, &s.cross[o * k..(o + 1) * k], target))
+        .collect();
+    let mut keep = vec![true; rows * k];
+    let taken: Vec<usize> = match target {
+        ExactTarget::NM { .. } => paths.iter().map(|p| p.0.len()).collect(),
+        ExactTarget::Count(prune) => {
+            use std::cmp::Reverse;
+            let mut taken = vec![0usize; rows];
+            let mut heap: std::collections::BinaryHeap<Reverse<(Ordered, usize)>> = paths
+                .iter()
+                .enumerate()
+                .filter_map(|(o, p)| p.1.first().map(|&c| Reverse((Ordered(c), o))))
+                .collect();
+            for _ in 0..prune {
+                let Some(Reverse((_, o))) = heap.pop() else {
+                    break;
+                };
+                taken[o] += 1;
+                if let Some(&next) = paths[o].1.get(taken[o]) {
+                    heap.push(Reverse((Ordered(next), o)));
+                }
+            }
+            taken
+        }
+    };
+    for (o, ((order, _), &n)) in paths.iter().zip(&taken).enumerate() {
+        for &q in &order[..n] {
+            keep[o * k + q] = false;
+        }
+    }
+    Ok((keep, retries))
+}
+
+/// One row's ExactOBS removals from its optimum H⁻¹c: (columns in removal order, the loss each
+/// adds). The live weights are kept in the first m slots (a removed one swapped to the end),
+/// so the downdate runs over contiguous memory.
+fn exact_path(hinv: &[f64], c: &[f64], target: ExactTarget) -> (Vec<usize>, Vec<f64>) {
+    let k = c.len();
+    let mut w: Vec<f64> = hinv
+        .chunks(k)
+        .map(|r| r.iter().zip(c).map(|(a, b)| a * b).sum())
+        .collect();
+    let mut hi = hinv.to_vec();
+    let mut slot: Vec<usize> = (0..k).collect();
+    let mut left = vec![0usize; k];
+    if let ExactTarget::NM { group, .. } = target {
+        for g in group.iter().flatten() {
+            left[*g] += 1;
+        }
+    }
+    let (mut order, mut cost) = (Vec::new(), Vec::new());
+    let mut col = vec![0.0f64; k];
+    let mut m = k;
+    loop {
+        let mut best: Option<(f64, usize)> = None;
+        for p in 0..m {
+            if let ExactTarget::NM { n, group } = target
+                && !group[slot[p]].is_some_and(|g| left[g] > n)
+            {
+                continue;
+            }
+            let sal = w[p] * w[p] / hi[p * k + p].max(f64::MIN_POSITIVE);
+            if best.is_none_or(|(b, bp)| sal < b || (sal == b && slot[p] < slot[bp])) {
+                best = Some((sal, p));
+            }
+        }
+        let Some((_, p)) = best else { break };
+        let d = hi[p * k + p].max(f64::MIN_POSITIVE);
+        cost.push(w[p] * w[p] / (2.0 * d));
+        order.push(slot[p]);
+        if let ExactTarget::NM { group, .. } = target
+            && let Some(g) = group[slot[p]]
+        {
+            left[g] -= 1;
+        }
+        for (j, cj) in col[..m].iter_mut().enumerate() {
+            *cj = hi[j * k + p];
+        }
+        let f = w[p] / d;
+        for (wj, cj) in w[..m].iter_mut().zip(&col[..m]) {
+            *wj -= f * cj;
+        }
+        for i in 0..m {
+            let ci = col[i] / d;
+            if ci != 0.0 {
+                for (h, cj) in hi[i * k..i * k + m].iter_mut().zip(&col[..m]) {
+                    *h -= ci * cj;
+                }
+            }
+        }
+        let last = m - 1;
+        if p != last {
+            w.swap(p, last);
+            slot.swap(p, last);
+            for j in 0..m {
+                hi.swap(p * k + j, last * k + j);
+            }
+            for i in 0..m {
+                hi.swap(i * k + p, i * k + last);
+            }
+        }
+        m -= 1;
+    }
+    (order, cost)
+}
+
+/// An f64 under its total order, for the heap.
+#[derive(PartialEq)]
+struct Ordered(f64);
+impl Eq for Ordered {}
+impl PartialOrd for Ordered {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ordered {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
 /// How the OBS pass decides what to prune.
 pub enum ObsMask<'a> {
     /// A given keep-mask.

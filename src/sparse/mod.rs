@@ -333,6 +333,10 @@ fn span(parts: &[layerwise::Stats], pi: usize) -> std::ops::Range<usize> {
 
 /// The OBS mask chosen as the columns are processed (`--mask obs`), with exact layer totals
 /// across the parts (cumulative rounding): (keep, Cholesky retries).
+/// Largest rows·k³ of a layer part whose OBS mask is chosen by ExactOBS rather than
+/// SparseGPT's column pass: a few seconds per part on two cores (512 rows of 256 inputs).
+pub(crate) const EXACT_OBS_MAX_WORK: f64 = 1e10;
+
 fn adaptive_mask(
     parts: &[layerwise::Stats],
     pattern: Pattern,
@@ -351,8 +355,26 @@ fn adaptive_mask(
             }
             p => p,
         };
-        let (_, kp, r) =
-            layerwise::obs(st, layerwise::ObsMask::Adaptive(pat), order, nm_start, damp)?;
+        let exact = layerwise::exact_obs_work(st) <= EXACT_OBS_MAX_WORK;
+        let (kp, r) = match pat {
+            Pattern::Sparsity(sp) if exact => {
+                let n = mask::count(st.rows * st.cols, sp);
+                layerwise::exact_obs_mask(st, layerwise::ExactTarget::Count(n), damp)?
+            }
+            Pattern::NM(n, _) if exact => {
+                let mut group = vec![None; st.cols];
+                for (p, &c) in order.iter().enumerate() {
+                    group[c] = nm_start[p];
+                }
+                let t = layerwise::ExactTarget::NM { n, group: &group };
+                layerwise::exact_obs_mask(st, t, damp)?
+            }
+            _ => {
+                let (_, kp, r) =
+                    layerwise::obs(st, layerwise::ObsMask::Adaptive(pat), order, nm_start, damp)?;
+                (kp, r)
+            }
+        };
         retries += r;
         keep.extend(kp);
     }
@@ -857,6 +879,7 @@ pub fn run(
                 samples: o.sensitivity_samples,
                 micro_batch: o.micro_batch.max(1),
                 max_columns: o.max_columns,
+                bn_recalibrate: o.bn_recalibrate,
             },
             &mut *progress,
         )?;

@@ -16,8 +16,8 @@ use super::{
 use crate::autodiff::curvature::{batch_size, slice_feeds};
 use crate::error::{Error, Result};
 use crate::interp::{Engine, Feeds};
-use crate::ir::Graph;
-use crate::prune::compensate::{HeldOut, Layer, Network, output_error};
+use crate::ir::{Graph, Op, ValueId};
+use crate::prune::compensate::{Layer, Network, moments, recalibrate_bn, stats_of};
 use crate::tensor::Tensor;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -47,6 +47,8 @@ pub(crate) struct Probe<'a> {
     pub samples: usize,
     pub micro_batch: usize,
     pub max_columns: usize,
+    /// Re-estimate the BatchNorms after the layer, as the pass does after its last layer.
+    pub bn_recalibrate: bool,
 }
 
 /// One layer's profile, in the report.
@@ -95,20 +97,42 @@ pub(crate) fn allocate(
     let grid = levels(target, p.max_layer);
     let n = batch_size(p.calib)?.min(p.samples.max(1));
     let feeds = slice_feeds(p.calib, 0..n);
-    let dense = Engine::<f32>::new(p.g)?.run(feeds.clone())?;
+    let (batches, budget) = micro_batches(&feeds, n, p.micro_batch, p.max_columns);
+    let dense_net = Network::dense(p.g);
+    let bns = if p.bn_recalibrate {
+        batchnorms(p.g)
+    } else {
+        Vec::new()
+    };
+    // One dense pass: the BatchNorms' input moments and the outputs, per micro-batch.
+    let mut whole = frontier::Frontier::new(p.g, &batches);
+    let mut dense_moments = Vec::with_capacity(bns.len());
+    for &(i, x) in &bns {
+        whole.advance(&dense_net, i)?;
+        dense_moments.push(batch_moments(p.g, &whole, i, x)?);
+    }
+    whole.advance(&dense_net, p.g.nodes.len())?;
+    let dense: Vec<Vec<Option<Tensor<f32>>>> = (0..whole.batches())
+        .map(|b| {
+            p.g.outputs
+                .iter()
+                .map(|&o| whole.get(b, o).cloned())
+                .collect()
+        })
+        .collect();
+    drop(whole);
     let energy: f64 = dense
         .iter()
-        .filter_map(|y| y.as_float())
+        .flatten()
+        .filter_map(|y| y.as_ref()?.as_float())
         .map(|y| y.iter().map(|v| (*v as f64).powi(2)).sum::<f64>())
         .sum::<f64>()
         .max(1e-30);
-    let held = HeldOut {
-        feeds: feeds.clone(),
-        dense,
-        error_now: 0.0,
+    let after = After {
+        bns: &bns,
+        moments: &dense_moments,
+        dense: &dense,
     };
-    let (batches, budget) = micro_batches(&feeds, n, p.micro_batch, p.max_columns);
-    let dense_net = Network::dense(p.g);
     let mut front = Some(frontier::Frontier::new(p.g, &batches));
     let steps = p.targets.len() * (grid.len() - 1);
     let mut rows = Vec::with_capacity(p.targets.len());
@@ -168,14 +192,18 @@ pub(crate) fn allocate(
                 layer: &t.name,
             })?;
             let arr = super::saliency::from_rows(t, &shape, &new_rows);
-            let net = Network {
+            let mut net = Network {
                 g: p.g,
                 weights: HashMap::from([(
                     t.weight,
                     Tensor::float(p.g.weights[&t.weight].tensor.dtype, arr),
                 )]),
             };
-            errors.push(output_error(p.g, &net, &held)? / energy);
+            let start = match front.as_ref() {
+                Some(f) => f.clone(),
+                None => frontier::Frontier::new(p.g, &batches),
+            };
+            errors.push(after.error(&mut net, start, t.node)? / energy);
         }
         counts.push(layer_counts);
         rows.push(SensitivityRow {
@@ -194,6 +222,94 @@ pub(crate) fn allocate(
         r.chosen = c as f64 / r.params.max(1) as f64;
     }
     Ok((split, rows))
+}
+
+/// The BatchNormalizations whose statistics the pass re-estimates: (node, input).
+fn batchnorms(g: &Graph) -> Vec<(usize, ValueId)> {
+    g.nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, nd)| matches!(nd.op, Ok(Op::BatchNorm { .. })))
+        .filter_map(|(i, nd)| {
+            let x = nd.inputs.first().copied().flatten()?;
+            let stats = [3, 4].map(|k| nd.inputs.get(k).copied().flatten());
+            (!g.weights.contains_key(&x)
+                && stats
+                    .iter()
+                    .all(|s| s.is_some_and(|s| g.weights.contains_key(&s))))
+            .then_some((i, x))
+        })
+        .collect()
+}
+
+/// Per-channel mean and variance of value `x` over the frontier's micro-batches.
+fn batch_moments(
+    g: &Graph,
+    f: &frontier::Frontier,
+    node: usize,
+    x: ValueId,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let mut parts = Vec::with_capacity(f.batches());
+    for b in 0..f.batches() {
+        let y = f
+            .get(b, x)
+            .and_then(|t| t.as_float())
+            .filter(|y| y.ndim() >= 2)
+            .ok_or_else(|| {
+                Error::graph(
+                    g.nodes[node].label(),
+                    "input is not a float tensor with a channel axis",
+                )
+            })?;
+        parts.push(stats_of(&y.to_owned()));
+    }
+    Ok(moments(parts.into_iter()))
+}
+
+/// The network after one layer's change, measured as the pass would leave it.
+struct After<'a> {
+    bns: &'a [(usize, ValueId)],
+    /// The dense network's input moments of each of `bns`.
+    moments: &'a [(Vec<f64>, Vec<f64>)],
+    /// The dense outputs per micro-batch.
+    dense: &'a [Vec<Option<Tensor<f32>>>],
+}
+
+impl After<'_> {
+    /// Squared distance of the outputs to the dense ones, running `net` on from `f` (the
+    /// dense activations before node `changed`, or the inputs) with every BatchNorm after
+    /// the change re-estimated on the way, as the pass does once all layers are pruned: a
+    /// layer whose output scale moves looks as costly as its error is without this, though
+    /// the next BatchNorm would take the shift out.
+    fn error(&self, net: &mut Network, mut f: frontier::Frontier, changed: usize) -> Result<f64> {
+        let g = net.g;
+        for (&(i, x), (md, vd)) in self.bns.iter().zip(self.moments) {
+            if i <= changed {
+                continue;
+            }
+            f.advance(net, i)?;
+            let (mp, vp) = batch_moments(g, &f, i, x)?;
+            recalibrate_bn(g, i, md, vd, &mp, &vp, net);
+        }
+        f.advance(net, g.nodes.len())?;
+        let mut sum = 0.0;
+        for (b, dense) in self.dense.iter().enumerate() {
+            for (&o, d) in g.outputs.iter().zip(dense) {
+                let (Some(y), Some(d)) = (
+                    f.get(b, o).and_then(|t| t.as_float()),
+                    d.as_ref().and_then(|t| t.as_float()),
+                ) else {
+                    continue;
+                };
+                sum += y
+                    .iter()
+                    .zip(d)
+                    .map(|(a, b)| ((a - b) as f64).powi(2))
+                    .sum::<f64>();
+            }
+        }
+        Ok(sum)
+    }
 }
 
 /// Per-layer pruned counts that sum to exactly `goal` (at most the last level's count of each
