@@ -1261,4 +1261,144 @@ mod tests {
         let (eo, em) = (s.error(&w), s.error(&mag));
         assert!(eo < 0.8 * em, "obs {eo} vs magnitude {em}");
     }
+
+    /// f(w) − f(w*) for one row, f(w) = wᵀHw − 2cᵀw, w* = H⁻¹c, w on `keep` the least squares
+    /// there (zeros elsewhere): the loss a support adds over the row's optimum.
+    fn support_loss(h: &[f64], c: &[f64], keep: &[bool]) -> f64 {
+        let k = c.len();
+        let f = |w: &[f64]| -> f64 {
+            let hw: f64 = (0..k)
+                .map(|i| w[i] * (0..k).map(|j| h[i * k + j] * w[j]).sum::<f64>())
+                .sum();
+            hw - 2.0 * c.iter().zip(w).map(|(a, b)| a * b).sum::<f64>()
+        };
+        let solve = |idx: &[usize]| -> Vec<f64> {
+            let m = faer::Mat::<f64>::from_fn(idx.len(), idx.len(), |a, b| h[idx[a] * k + idx[b]]);
+            let mut rhs = faer::Mat::<f64>::from_fn(idx.len(), 1, |a, _| c[idx[a]]);
+            use faer::linalg::solvers::SolveCore;
+            m.llt(faer::Side::Lower)
+                .unwrap()
+                .solve_in_place_with_conj(faer::Conj::No, rhs.as_mut());
+            let mut w = vec![0.0; k];
+            for (a, &i) in idx.iter().enumerate() {
+                w[i] = rhs[(a, 0)];
+            }
+            w
+        };
+        let all: Vec<usize> = (0..k).collect();
+        let kept: Vec<usize> = (0..k).filter(|&i| keep[i]).collect();
+        f(&solve(&kept)) - f(&solve(&all))
+    }
+
+    fn correlated(n: usize, k: usize, rows: usize) -> Stats {
+        let (mut x, mut wbar) = data(n, k, rows);
+        for r in 0..n {
+            for i in 1..k {
+                x[r * k + i] += 0.8 * x[r * k + i - 1];
+            }
+        }
+        // Rows of different scales: a count split evenly over them would be a poor one.
+        for (o, row) in wbar.chunks_mut(k).enumerate() {
+            row.iter_mut().for_each(|v| *v *= 1.0 + 3.0 * o as f64);
+        }
+        stats(&x, n, k, &wbar, rows)
+    }
+
+    #[test]
+    fn exact_obs_paths_add_up_to_the_refit_loss_and_start_with_the_cheapest_removal() {
+        let (k, rows, damp) = (9, 3, 1e-3);
+        let s = correlated(300, k, rows);
+        let (h, _) = s.damped(damp);
+        let hinv = {
+            use faer::linalg::solvers::SolveCore;
+            let mut inv = faer::Mat::<f64>::identity(k, k);
+            faer::Mat::<f64>::from_fn(k, k, |i, j| h[i * k + j])
+                .llt(faer::Side::Lower)
+                .unwrap()
+                .solve_in_place_with_conj(faer::Conj::No, inv.as_mut());
+            (0..k * k)
+                .map(|x| inv[(x / k, x % k)])
+                .collect::<Vec<f64>>()
+        };
+        for o in 0..rows {
+            let c = &s.cross[o * k..(o + 1) * k];
+            let (order, cost) = exact_path(&hinv, c, ExactTarget::Count(k));
+            let mut sorted = order.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..k).collect::<Vec<_>>(), "every column once");
+            // Each prefix of the path: its summed costs are half the loss of the refit support.
+            let mut keep = vec![true; k];
+            let mut sum = 0.0;
+            for (t, (&q, &dc)) in order.iter().zip(&cost).enumerate().take(k - 1) {
+                keep[q] = false;
+                sum += dc;
+                let want = support_loss(&h, c, &keep);
+                assert!(
+                    (2.0 * sum - want).abs() <= 1e-8 * (1.0 + want),
+                    "row {o}, {} removed: 2·Σcost {} vs refit loss {want}",
+                    t + 1,
+                    2.0 * sum
+                );
+            }
+            // The first removal is the cheapest single one.
+            let single: Vec<f64> = (0..k)
+                .map(|q| {
+                    let mut keep = vec![true; k];
+                    keep[q] = false;
+                    support_loss(&h, c, &keep)
+                })
+                .collect();
+            let best = single.iter().copied().fold(f64::INFINITY, f64::min);
+            assert!((single[order[0]] - best).abs() <= 1e-10 * (1.0 + best));
+        }
+    }
+
+    #[test]
+    fn exact_obs_masks_hit_the_count_and_the_nm_pattern_and_beat_the_column_pass() {
+        let (k, rows, damp) = (14, 5, 1e-3);
+        let s = correlated(400, k, rows);
+        let order: Vec<usize> = (0..k).collect();
+        for sp in [0.5, 0.7, 0.9] {
+            let n = count(rows * k, sp);
+            let (keep, _) = exact_obs_mask(&s, ExactTarget::Count(n), damp).unwrap();
+            assert_eq!(keep.iter().filter(|x| !**x).count(), n);
+            let per_row: Vec<usize> = keep
+                .chunks(k)
+                .map(|r| r.iter().filter(|x| **x).count())
+                .collect();
+            assert!(
+                per_row.iter().any(|&c| c != per_row[0]),
+                "{sp}: rows split evenly {per_row:?}"
+            );
+            let (_, column, _) = obs(
+                &s,
+                ObsMask::Adaptive(Pattern::Sparsity(sp)),
+                &order,
+                &vec![None; k],
+                damp,
+            )
+            .unwrap();
+            let (we, _) = lsq(&s, &keep, damp).unwrap();
+            let (wc, _) = lsq(&s, &column, damp).unwrap();
+            let (ee, ec) = (s.error(&we), s.error(&wc));
+            assert!(ee <= ec, "{sp}: exact {ee} vs column pass {ec}");
+        }
+        // 2:4 over 12 of the 14 columns; the last two are in no group and stay.
+        let group: Vec<Option<usize>> = (0..k).map(|c| (c < 12).then_some(c / 4 * 4)).collect();
+        let (keep, _) = exact_obs_mask(
+            &s,
+            ExactTarget::NM {
+                n: 2,
+                group: &group,
+            },
+            damp,
+        )
+        .unwrap();
+        for row in keep.chunks(k) {
+            for g in row[..12].chunks(4) {
+                assert_eq!(g.iter().filter(|x| **x).count(), 2);
+            }
+            assert!(row[12] && row[13]);
+        }
+    }
 }

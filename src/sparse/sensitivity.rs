@@ -505,4 +505,109 @@ mod tests {
         );
         assert_eq!(levels(0.7, 0.99).last(), Some(&0.99));
     }
+
+    /// The profile's network after one change: MobileNet's first expand conv changed, every
+    /// later BatchNorm re-estimated on the way (`After::error`), against the pass's way of
+    /// doing it (each BatchNorm from a run of the whole prefix, then the whole network).
+    #[test]
+    fn the_profile_measures_the_network_with_its_later_batchnorms_reestimated() {
+        use crate::ir::Model;
+        use std::path::Path;
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let feeds = crate::data::read_npz(&root.join("fixtures/mnist_calib_small.npz")).unwrap();
+        let batches = vec![
+            crate::calib::head(&feeds, 4).unwrap(),
+            slice_feeds(&crate::calib::head(&feeds, 6).unwrap(), 4..6),
+        ];
+        let model = Model::load(&root.join("fixtures/mobilenet.onnx")).unwrap();
+        let g = &model.graph;
+        let dense_net = Network::dense(g);
+        let bns = batchnorms(g);
+        let mut whole = frontier::Frontier::new(g, &batches);
+        let mut dm = Vec::new();
+        for &(i, x) in &bns {
+            whole.advance(&dense_net, i).unwrap();
+            dm.push(batch_moments(g, &whole, i, x).unwrap());
+        }
+        whole.advance(&dense_net, g.nodes.len()).unwrap();
+        let dense: Vec<Vec<Option<Tensor<f32>>>> = (0..2)
+            .map(|b| {
+                g.outputs
+                    .iter()
+                    .map(|&o| whole.get(b, o).cloned())
+                    .collect()
+            })
+            .collect();
+        let node = (0..g.nodes.len())
+            .find(|&i| g.nodes[i].name.contains("blocks.0/expand") && g.nodes[i].op_type == "Conv")
+            .unwrap();
+        assert!(bns.iter().filter(|&&(i, _)| i > node).count() >= 5);
+        let w = g.nodes[node].inputs[1].unwrap();
+        let changed = |f: &dyn Fn(usize, f32) -> f32| {
+            let t = &g.weights[&w].tensor;
+            let a = t.as_float().unwrap();
+            let v: Vec<f32> = a.iter().enumerate().map(|(i, &x)| f(i, x)).collect();
+            let a = ndarray::ArrayD::from_shape_vec(a.raw_dim(), v).unwrap();
+            Network {
+                g,
+                weights: HashMap::from([(w, Tensor::float(t.dtype, a))]),
+            }
+        };
+        let start = || {
+            let mut f = frontier::Frontier::new(g, &batches);
+            f.advance(&dense_net, node).unwrap();
+            f
+        };
+        let after = After {
+            bns: &bns,
+            moments: &dm,
+            dense: &dense,
+        };
+        let unaware = After {
+            bns: &[],
+            moments: &[],
+            dense: &dense,
+        };
+        // Every third weight zeroed: the same error as the pass's re-estimation gives.
+        let prune = |i: usize, x: f32| if i % 3 == 0 { 0.0 } else { x };
+        let ours = after.error(&mut changed(&prune), start(), node).unwrap();
+        let mut net = changed(&prune);
+        for (&(i, x), (md, vd)) in bns.iter().zip(&dm) {
+            if i <= node {
+                continue;
+            }
+            let prefix = net.apply_to(g.subgraph(&[], &[x]).unwrap());
+            let e = Engine::<f32>::new(&prefix).unwrap();
+            let parts: Vec<_> = batches
+                .iter()
+                .map(|f| stats_of(&LayerInput::input(&e, 0, f).unwrap()))
+                .collect();
+            let (mp, vp) = moments(parts.into_iter());
+            recalibrate_bn(g, i, md, vd, &mp, &vp, &mut net);
+        }
+        let whole_net = net.apply_to(g.clone());
+        let e = Engine::<f32>::new(&whole_net).unwrap();
+        let mut want = 0.0;
+        for (b, f) in batches.iter().enumerate() {
+            for (y, d) in e.run(f.clone()).unwrap().iter().zip(&dense[b]) {
+                let (y, d) = (
+                    y.as_float().unwrap(),
+                    d.as_ref().unwrap().as_float().unwrap(),
+                );
+                want += y
+                    .iter()
+                    .zip(d)
+                    .map(|(a, b)| ((a - b) as f64).powi(2))
+                    .sum::<f64>();
+            }
+        }
+        assert!(want > 0.0);
+        assert!((ours - want).abs() <= 1e-3 * want, "{ours} vs {want}");
+        // Halved weights: the next BatchNorm takes the scale out, which the unaware
+        // measurement charges in full.
+        let half = |_: usize, x: f32| 0.5 * x;
+        let with = after.error(&mut changed(&half), start(), node).unwrap();
+        let without = unaware.error(&mut changed(&half), start(), node).unwrap();
+        assert!(with < 1e-3 * without, "{with} vs {without}");
+    }
 }
