@@ -590,7 +590,7 @@ fn exact_path(hinv: &[f64], c: &[f64], target: ExactTarget) -> (Vec<usize>, Vec<
         let mut best: Option<(f64, usize)> = None;
         for p in 0..m {
             if let ExactTarget::NM { n, group } = target
-                && !group[slot[p]].is_some_and(|g| left[g] > n)
+                && group[slot[p]].is_none_or(|g| left[g] <= n)
             {
                 continue;
             }

@@ -569,7 +569,7 @@ mod tests {
             dense: &dense,
         };
         // Every third weight zeroed: the same error as the pass's re-estimation gives.
-        let prune = |i: usize, x: f32| if i % 3 == 0 { 0.0 } else { x };
+        let prune = |i: usize, x: f32| if i.is_multiple_of(3) { 0.0 } else { x };
         let ours = after.error(&mut changed(&prune), start(), node).unwrap();
         let mut net = changed(&prune);
         for (&(i, x), (md, vd)) in bns.iter().zip(&dm) {
