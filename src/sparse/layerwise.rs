@@ -522,6 +522,26 @@ pub fn exact_obs_work(s: &Stats) -> f64 {
 /// the saliencies before any of its weights move) loses the most: at 90 % held-out top-1 of
 /// the ResNet fixture 82.8 → 96.8 %, ViT 66.0 → 91.2 %. Returns (keep, Cholesky retries).
 pub fn exact_obs_mask(s: &Stats, target: ExactTarget, damp: f64) -> Result<(Vec<bool>, usize)> {
+    let paths = exact_obs_paths(s, target, damp)?;
+    let prune = match target {
+        ExactTarget::Count(n) => n,
+        ExactTarget::NM { .. } => usize::MAX,
+    };
+    Ok((paths.keep(prune), paths.retries))
+}
+
+/// Every row's ExactOBS removals (`exact_obs_mask`), from which a mask at any count follows
+/// without re-solving: the sensitivity profile asks for ten.
+pub struct ExactPaths {
+    cols: usize,
+    /// Per row: the columns in removal order and the loss each removal adds.
+    rows: Vec<(Vec<usize>, Vec<f64>)>,
+    pub retries: usize,
+}
+
+/// The rows' ExactOBS paths to the end (a count's paths run until no weight is left; N:M's
+/// until every group holds N).
+pub fn exact_obs_paths(s: &Stats, target: ExactTarget, damp: f64) -> Result<ExactPaths> {
     use faer::linalg::solvers::SolveCore;
     let (k, rows) = (s.cols, s.rows);
     let (h, lambda) = s.damped(damp);
@@ -530,40 +550,46 @@ pub fn exact_obs_mask(s: &Stats, target: ExactTarget, damp: f64) -> Result<(Vec<
     llt.solve_in_place_with_conj(faer::Conj::No, inv.as_mut());
     let hinv: Vec<f64> = (0..k * k).map(|x| inv[(x / k, x % k)]).collect();
     drop(inv);
-    // Each row's removals in order, with the loss each adds.
-    let paths: Vec<(Vec<usize>, Vec<f64>)> = (0..rows)
-        .into_par_iter()
-        .map(|o| exact_path(&hinv, &s.cross[o * k..(o + 1) * k], target))
-        .collect();
-    let mut keep = vec![true; rows * k];
-    let taken: Vec<usize> = match target {
-        ExactTarget::NM { .. } => paths.iter().map(|p| p.0.len()).collect(),
-        ExactTarget::Count(prune) => {
-            use std::cmp::Reverse;
-            let mut taken = vec![0usize; rows];
-            let mut heap: std::collections::BinaryHeap<Reverse<(Ordered, usize)>> = paths
-                .iter()
-                .enumerate()
-                .filter_map(|(o, p)| p.1.first().map(|&c| Reverse((Ordered(c), o))))
-                .collect();
-            for _ in 0..prune {
-                let Some(Reverse((_, o))) = heap.pop() else {
-                    break;
-                };
-                taken[o] += 1;
-                if let Some(&next) = paths[o].1.get(taken[o]) {
-                    heap.push(Reverse((Ordered(next), o)));
-                }
+    Ok(ExactPaths {
+        cols: k,
+        rows: (0..rows)
+            .into_par_iter()
+            .map(|o| exact_path(&hinv, &s.cross[o * k..(o + 1) * k], target))
+            .collect(),
+        retries,
+    })
+}
+
+impl ExactPaths {
+    /// The keep-mask after the `prune` cheapest removals over all rows, each row's taken in its
+    /// own order (`usize::MAX`: every path whole).
+    pub fn keep(&self, prune: usize) -> Vec<bool> {
+        use std::cmp::Reverse;
+        let k = self.cols;
+        let mut taken = vec![0usize; self.rows.len()];
+        let mut heap: std::collections::BinaryHeap<Reverse<(Ordered, usize)>> = self
+            .rows
+            .iter()
+            .enumerate()
+            .filter_map(|(o, p)| p.1.first().map(|&c| Reverse((Ordered(c), o))))
+            .collect();
+        for _ in 0..prune {
+            let Some(Reverse((_, o))) = heap.pop() else {
+                break;
+            };
+            taken[o] += 1;
+            if let Some(&next) = self.rows[o].1.get(taken[o]) {
+                heap.push(Reverse((Ordered(next), o)));
             }
-            taken
         }
-    };
-    for (o, ((order, _), &n)) in paths.iter().zip(&taken).enumerate() {
-        for &q in &order[..n] {
-            keep[o * k + q] = false;
+        let mut keep = vec![true; self.rows.len() * k];
+        for (o, ((order, _), &n)) in self.rows.iter().zip(&taken).enumerate() {
+            for &q in &order[..n] {
+                keep[o * k + q] = false;
+            }
         }
+        keep
     }
-    Ok((keep, retries))
 }
 
 /// One row's ExactOBS removals from its optimum H⁻¹c: (columns in removal order, the loss each

@@ -335,8 +335,6 @@ fn span(parts: &[layerwise::Stats], pi: usize) -> std::ops::Range<usize> {
     pi * r * k..(pi + 1) * r * k
 }
 
-/// The OBS mask chosen as the columns are processed (`--mask obs`), with exact layer totals
-/// across the parts (cumulative rounding): (keep, Cholesky retries).
 /// Largest rows·k³ of a layer part whose OBS mask is chosen by ExactOBS rather than
 /// SparseGPT's column pass: about 3 s per part on two cores (8.6·10⁹, 512 rows of 256 inputs
 /// or 64 of 512, took 0.25–0.30 s against 0.02 s for the column pass).
@@ -352,13 +350,18 @@ pub enum MaskSolver {
     SparseGpt,
 }
 
+/// The OBS mask chosen as the columns are processed (`--mask obs`), with exact layer totals
+/// across the parts (cumulative rounding): (keep, Cholesky retries, solver). `paths` keeps
+/// the parts' ExactOBS paths for the next call on the same layer.
 fn adaptive_mask(
     parts: &[layerwise::Stats],
     pattern: Pattern,
     order: &[usize],
     nm_start: &[Option<usize>],
     damp: f64,
+    paths: &mut Vec<Option<layerwise::ExactPaths>>,
 ) -> Result<(Vec<bool>, usize, MaskSolver)> {
+    paths.resize_with(parts.len(), || None);
     let mut keep = Vec::new();
     let mut retries = 0;
     let mut solver = MaskSolver::ExactObs;
@@ -377,8 +380,12 @@ fn adaptive_mask(
         }
         let (kp, r) = match pat {
             Pattern::Sparsity(sp) if exact => {
-                let n = mask::count(st.rows * st.cols, sp);
-                layerwise::exact_obs_mask(st, layerwise::ExactTarget::Count(n), damp)?
+                if paths[pi].is_none() {
+                    let all = layerwise::ExactTarget::Count(st.rows * st.cols);
+                    paths[pi] = Some(layerwise::exact_obs_paths(st, all, damp)?);
+                }
+                let p = paths[pi].as_ref().expect("just computed");
+                (p.keep(mask::count(st.rows * st.cols, sp)), p.retries)
             }
             Pattern::NM(n, _) if exact => {
                 let mut group = vec![None; st.cols];
@@ -1029,7 +1036,8 @@ pub fn run(
                     }
                     (p, _) => p,
                 };
-                let (keep, r, solver) = adaptive_mask(&parts, pattern, &order, &nm_start, o.damp)?;
+                let (keep, r, solver) =
+                    adaptive_mask(&parts, pattern, &order, &nm_start, o.damp, &mut Vec::new())?;
                 retries += r;
                 mask_solver = Some(solver);
                 keep

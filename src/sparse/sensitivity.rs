@@ -163,6 +163,7 @@ pub(crate) fn allocate(
         let params = t.rows * t.cols;
         let shape = p.g.weights[&t.weight].tensor.shape().to_vec();
         let mut errors = Vec::with_capacity(grid.len());
+        let mut paths = Vec::new();
         let mut layer_counts = Vec::with_capacity(grid.len());
         for (j, &s) in grid.iter().enumerate() {
             let c = mask::count(params, s);
@@ -176,7 +177,7 @@ pub(crate) fn allocate(
                 Some(sal) => mask::prune_lowest(&sal[li], c),
                 None => {
                     let sp = Pattern::Sparsity(c as f64 / params.max(1) as f64);
-                    adaptive_mask(&parts, sp, &order, &nm_start, p.damp)?.0
+                    adaptive_mask(&parts, sp, &order, &nm_start, p.damp, &mut paths)?.0
                 }
             };
             let (new_rows, _, _) = update_rows(&Update {
