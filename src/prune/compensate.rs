@@ -798,14 +798,13 @@ pub(crate) fn output_error(g: &Graph, net: &Network, h: &HeldOut) -> Result<f64>
     Ok(ys
         .iter()
         .zip(&h.dense)
-        .filter_map(|(y, d)| Some((y.as_float()?, d.as_float()?)))
-        .map(|(y, d)| {
-            y.iter()
-                .zip(d)
-                .map(|(a, b)| ((a - b) as f64).powi(2))
-                .sum::<f64>()
-        })
+        .filter_map(|(y, d)| Some(squared_distance(y.as_float()?, d.as_float()?)))
         .sum())
+}
+
+/// Σ (y − d)² over two f32 arrays of one shape, in f64.
+pub(crate) fn squared_distance(y: &crate::tensor::Arr<f32>, d: &crate::tensor::Arr<f32>) -> f64 {
+    y.iter().zip(d).map(|(a, b)| ((a - b) as f64).powi(2)).sum()
 }
 
 /// SNOWS on a consumer, from its least-squares weights with the removed inputs held at zero

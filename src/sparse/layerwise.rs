@@ -495,17 +495,20 @@ pub fn lsq_from_samples(s: &Stats, keep: &[bool], damp: f64) -> Option<Result<Ve
     Some(Ok(w))
 }
 
+/// An N:M pattern for ExactOBS: all but `n` removed in every group of columns; `group[c]` is
+/// column c's group, `None` for a column in no group (kept).
+#[derive(Clone, Copy)]
+pub struct NmGroups<'a> {
+    pub n: usize,
+    pub group: &'a [Option<usize>],
+}
+
 /// What an ExactOBS pass prunes.
 #[derive(Clone, Copy)]
 pub enum ExactTarget<'a> {
     /// This many of the layer's weights, split over the rows where they add the least loss.
     Count(usize),
-    /// All but `n` in every group of columns; `group[c]` is column c's group, `None` for a
-    /// column in no group (kept).
-    NM {
-        n: usize,
-        group: &'a [Option<usize>],
-    },
+    NM(NmGroups<'a>),
 }
 
 /// Work of an ExactOBS pass over a layer part, rows·k³ (about a third of it in multiply-adds).
@@ -522,11 +525,11 @@ pub fn exact_obs_work(s: &Stats) -> f64 {
 /// the saliencies before any of its weights move) loses the most: at 90 % held-out top-1 of
 /// the ResNet fixture 82.8 → 96.8 %, ViT 66.0 → 91.2 %. Returns (keep, Cholesky retries).
 pub fn exact_obs_mask(s: &Stats, target: ExactTarget, damp: f64) -> Result<(Vec<bool>, usize)> {
-    let paths = exact_obs_paths(s, target, damp)?;
-    let prune = match target {
-        ExactTarget::Count(n) => n,
-        ExactTarget::NM { .. } => usize::MAX,
+    let (nm, prune) = match target {
+        ExactTarget::Count(n) => (None, n),
+        ExactTarget::NM(g) => (Some(g), usize::MAX),
     };
+    let paths = exact_obs_paths(s, nm, damp)?;
     Ok((paths.keep(prune), paths.retries))
 }
 
@@ -539,22 +542,27 @@ pub struct ExactPaths {
     pub retries: usize,
 }
 
-/// The rows' ExactOBS paths to the end (a count's paths run until no weight is left; N:M's
-/// until every group holds N).
-pub fn exact_obs_paths(s: &Stats, target: ExactTarget, damp: f64) -> Result<ExactPaths> {
+/// (G + λI)⁻¹ (row-major, `Stats::damped`) and the Cholesky retries it took.
+fn damped_inverse(s: &Stats, damp: f64) -> Result<(Vec<f64>, usize)> {
     use faer::linalg::solvers::SolveCore;
-    let (k, rows) = (s.cols, s.rows);
+    let k = s.cols;
     let (h, lambda) = s.damped(damp);
     let (llt, retries) = cholesky(&h, k, lambda)?;
     let mut inv = faer::Mat::<f64>::identity(k, k);
     llt.solve_in_place_with_conj(faer::Conj::No, inv.as_mut());
-    let hinv: Vec<f64> = (0..k * k).map(|x| inv[(x / k, x % k)]).collect();
-    drop(inv);
+    Ok(((0..k * k).map(|x| inv[(x / k, x % k)]).collect(), retries))
+}
+
+/// The rows' ExactOBS paths to the end: until no weight is left, or with `nm` until every
+/// group holds N.
+pub fn exact_obs_paths(s: &Stats, nm: Option<NmGroups>, damp: f64) -> Result<ExactPaths> {
+    let (k, rows) = (s.cols, s.rows);
+    let (hinv, retries) = damped_inverse(s, damp)?;
     Ok(ExactPaths {
         cols: k,
         rows: (0..rows)
             .into_par_iter()
-            .map(|o| exact_path(&hinv, &s.cross[o * k..(o + 1) * k], target))
+            .map(|o| exact_path(&hinv, &s.cross[o * k..(o + 1) * k], nm))
             .collect(),
         retries,
     })
@@ -595,7 +603,7 @@ impl ExactPaths {
 /// One row's ExactOBS removals from its optimum H⁻¹c: (columns in removal order, the loss each
 /// adds). The live weights are kept in the first m slots (a removed one swapped to the end),
 /// so the downdate runs over contiguous memory.
-fn exact_path(hinv: &[f64], c: &[f64], target: ExactTarget) -> (Vec<usize>, Vec<f64>) {
+fn exact_path(hinv: &[f64], c: &[f64], nm: Option<NmGroups>) -> (Vec<usize>, Vec<f64>) {
     let k = c.len();
     let mut w: Vec<f64> = hinv
         .chunks(k)
@@ -604,7 +612,7 @@ fn exact_path(hinv: &[f64], c: &[f64], target: ExactTarget) -> (Vec<usize>, Vec<
     let mut hi = hinv.to_vec();
     let mut slot: Vec<usize> = (0..k).collect();
     let mut left = vec![0usize; k];
-    if let ExactTarget::NM { group, .. } = target {
+    if let Some(NmGroups { group, .. }) = nm {
         for g in group.iter().flatten() {
             left[*g] += 1;
         }
@@ -615,7 +623,7 @@ fn exact_path(hinv: &[f64], c: &[f64], target: ExactTarget) -> (Vec<usize>, Vec<
     loop {
         let mut best: Option<(f64, usize)> = None;
         for p in 0..m {
-            if let ExactTarget::NM { n, group } = target
+            if let Some(NmGroups { n, group }) = nm
                 && group[slot[p]].is_none_or(|g| left[g] <= n)
             {
                 continue;
@@ -629,7 +637,7 @@ fn exact_path(hinv: &[f64], c: &[f64], target: ExactTarget) -> (Vec<usize>, Vec<
         let d = hi[p * k + p].max(f64::MIN_POSITIVE);
         cost.push(w[p] * w[p] / (2.0 * d));
         order.push(slot[p]);
-        if let ExactTarget::NM { group, .. } = target
+        if let Some(NmGroups { group, .. }) = nm
             && let Some(g) = group[slot[p]]
         {
             left[g] -= 1;
@@ -1335,20 +1343,10 @@ mod tests {
         let (k, rows, damp) = (9, 3, 1e-3);
         let s = correlated(300, k, rows);
         let (h, _) = s.damped(damp);
-        let hinv = {
-            use faer::linalg::solvers::SolveCore;
-            let mut inv = faer::Mat::<f64>::identity(k, k);
-            faer::Mat::<f64>::from_fn(k, k, |i, j| h[i * k + j])
-                .llt(faer::Side::Lower)
-                .unwrap()
-                .solve_in_place_with_conj(faer::Conj::No, inv.as_mut());
-            (0..k * k)
-                .map(|x| inv[(x / k, x % k)])
-                .collect::<Vec<f64>>()
-        };
+        let (hinv, _) = damped_inverse(&s, damp).unwrap();
         for o in 0..rows {
             let c = &s.cross[o * k..(o + 1) * k];
-            let (order, cost) = exact_path(&hinv, c, ExactTarget::Count(k));
+            let (order, cost) = exact_path(&hinv, c, None);
             let mut sorted = order.clone();
             sorted.sort_unstable();
             assert_eq!(sorted, (0..k).collect::<Vec<_>>(), "every column once");
@@ -1413,10 +1411,10 @@ mod tests {
         let group: Vec<Option<usize>> = (0..k).map(|c| (c < 12).then_some(c / 4 * 4)).collect();
         let (keep, _) = exact_obs_mask(
             &s,
-            ExactTarget::NM {
+            ExactTarget::NM(NmGroups {
                 n: 2,
                 group: &group,
-            },
+            }),
             damp,
         )
         .unwrap();

@@ -381,8 +381,7 @@ fn adaptive_mask(
         let (kp, r) = match pat {
             Pattern::Sparsity(sp) if exact => {
                 if paths[pi].is_none() {
-                    let all = layerwise::ExactTarget::Count(st.rows * st.cols);
-                    paths[pi] = Some(layerwise::exact_obs_paths(st, all, damp)?);
+                    paths[pi] = Some(layerwise::exact_obs_paths(st, None, damp)?);
                 }
                 let p = paths[pi].as_ref().expect("just computed");
                 (p.keep(mask::count(st.rows * st.cols, sp)), p.retries)
@@ -392,7 +391,7 @@ fn adaptive_mask(
                 for (p, &c) in order.iter().enumerate() {
                     group[c] = nm_start[p];
                 }
-                let t = layerwise::ExactTarget::NM { n, group: &group };
+                let t = layerwise::ExactTarget::NM(layerwise::NmGroups { n, group: &group });
                 layerwise::exact_obs_mask(st, t, damp)?
             }
             _ => {

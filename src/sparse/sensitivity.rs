@@ -17,7 +17,9 @@ use crate::autodiff::curvature::{batch_size, slice_feeds};
 use crate::error::{Error, Result};
 use crate::interp::{Engine, Feeds};
 use crate::ir::{Graph, Op, ValueId};
-use crate::prune::compensate::{Layer, Network, moments, recalibrate_bn, stats_of};
+use crate::prune::compensate::{
+    Layer, Network, moments, recalibrate_bn, squared_distance, stats_of,
+};
 use crate::tensor::Tensor;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -302,11 +304,7 @@ impl After<'_> {
                 ) else {
                     continue;
                 };
-                sum += y
-                    .iter()
-                    .zip(d)
-                    .map(|(a, b)| ((a - b) as f64).powi(2))
-                    .sum::<f64>();
+                sum += squared_distance(y, d);
             }
         }
         Ok(sum)
@@ -595,11 +593,7 @@ mod tests {
                     y.as_float().unwrap(),
                     d.as_ref().unwrap().as_float().unwrap(),
                 );
-                want += y
-                    .iter()
-                    .zip(d)
-                    .map(|(a, b)| ((a - b) as f64).powi(2))
-                    .sum::<f64>();
+                want += squared_distance(y, d);
             }
         }
         assert!(want > 0.0);
